@@ -1,0 +1,191 @@
+"""Model files: our own checkpoints (weights + model card) and Topaz's pretrained detectors.
+
+A streampick checkpoint is one ``.pt`` file holding ``{"format", "card", "state_dict"}`` and nothing but
+plain types and tensors, so it loads with ``torch.load(weights_only=True)``; the card says everything needed
+to use the weights (architecture, units, pixel size at training, particle diameter, threshold, version,
+training data, metrics).  Topaz's pretrained detector files (``resnet16_u64.sav`` ...) are plain state dicts
+in a slightly different key layout; ``load_model("topaz:resnet16_u64")`` finds them inside an installed
+``topaz-em`` *without importing it* (its CLI needs torchvision).
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import ModelError
+from ..io.atomic import atomic_write_bytes, atomic_write_text
+from .architectures import PickerNet, build
+
+FORMAT = "streampick-model/1"
+SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "models"
+_TOPAZ_NAME = re.compile(r"^(resnet8|resnet16)_u(32|64)$")
+
+
+@dataclass
+class ModelCard:
+    """What a set of weights is and how to use it."""
+
+    name: str
+    architecture: str
+    units: int
+    batch_norm: bool = False
+    pixel_size: float | None = None  # Å/px of the images it was trained on (the working scale)
+    particle_diameter: float | None = None  # Å
+    threshold: float | None = None  # default score threshold (logit)
+    version: str = "1"
+    source: str = "streampick"
+    training_data: str = ""
+    metrics: dict = field(default_factory=dict)
+    command: str = ""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelCard":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ModelError(f"model card has unknown keys: {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+@dataclass
+class Model:
+    """A network ready to score, with its card."""
+
+    net: PickerNet
+    card: ModelCard
+
+
+def save_model(path: str | Path, model: Model) -> None:
+    """Write ``model`` as a streampick checkpoint plus a human-readable ``<path>.card.json`` beside it."""
+    path = Path(path)
+    buffer = io.BytesIO()
+    state = {k: v.detach().cpu() for k, v in model.net.state_dict().items()}
+    torch.save({"format": FORMAT, "card": model.card.to_dict(), "state_dict": state}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_text(path.with_suffix(".card.json"), json.dumps(model.card.to_dict(), indent=2) + "\n")
+
+
+def load_model(spec: str | Path, device: torch.device | str = "cpu") -> Model:
+    """Resolve and load a model in eval mode on ``device``.
+
+    ``spec`` is one of: a streampick checkpoint path (``.pt``); a Topaz state-dict path (``.sav``);
+    ``topaz:NAME`` (a pretrained detector inside an installed ``topaz-em``, e.g. ``topaz:resnet16_u64``);
+    or the name of a model shipped in ``models/`` (``$STREAMPICK_MODELS`` is searched first).
+
+    Raises:
+        ModelError: the spec cannot be resolved, or the file is not a loadable model.
+    """
+    spec = str(spec)
+    if spec.startswith("topaz:"):
+        model = _load_topaz(find_topaz_pretrained(spec.split(":", 1)[1]))
+    else:
+        path = _resolve_path(spec)
+        model = _load_topaz(path) if path.suffix == ".sav" else _load_checkpoint(path)
+    model.net.to(device).eval()
+    return model
+
+
+def _resolve_path(spec: str) -> Path:
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return path
+    for folder in [os.environ.get("STREAMPICK_MODELS"), SHIPPED_MODELS]:
+        if folder and (Path(folder) / f"{spec}.pt").is_file():
+            return Path(folder) / f"{spec}.pt"
+    raise ModelError(f"model '{spec}': no such file, and no shipped model of that name in {SHIPPED_MODELS}")
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file; all mean "not loadable"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{path}: not a loadable weights file ({first_line})") from None
+
+
+def _load_checkpoint(path: Path) -> Model:
+    data = _read_state(path)
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a streampick checkpoint (expected format '{FORMAT}')")
+    card = ModelCard.from_dict(data["card"])
+    net = build(card.architecture, card.units, **({"batch_norm": card.batch_norm}
+                                                   if card.architecture.startswith("conv") else {}))
+    _load_state(net, data["state_dict"], path)
+    return Model(net, card)
+
+
+def _load_state(net: PickerNet, state: dict, path: Path) -> None:
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        summary = " ".join(str(err).split())[:300]
+        raise ModelError(f"{path}: weights do not fit the architecture ({summary})") from None
+
+
+def find_topaz_pretrained(name: str) -> Path:
+    """Path of Topaz's pretrained detector ``name`` (e.g. ``resnet16_u64``) inside an installed topaz-em.
+
+    Raises:
+        ModelError: topaz-em is not installed or has no such model.
+    """
+    if not _TOPAZ_NAME.match(name):
+        raise ModelError(f"topaz:{name}: unknown Topaz model (known: resnet8_u32, resnet8_u64, "
+                         "resnet16_u32, resnet16_u64)")
+    spec = importlib.util.find_spec("topaz")  # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"topaz:{name}: topaz-em is not installed "
+                         "(pip install --no-deps topaz-em, or pass the .sav file's path)")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / "pretrained" / "detector" / f"{name}.sav"
+        if path.is_file():
+            return path
+    raise ModelError(f"topaz:{name}: not found in the installed topaz-em")
+
+
+def topaz_to_streampick_keys(state: dict) -> dict:
+    """Rename a Topaz detector's state dict (``features.features.<i>.…``) to ours (``features.<i>.…``)."""
+    renamed = {}
+    for key, value in state.items():
+        if key.startswith("features.features."):
+            key = key[len("features."):]
+        elif not key.startswith("classifier."):
+            raise ModelError(f"unexpected key '{key}' in a Topaz state dict")
+        renamed[key] = value
+    return renamed
+
+
+def infer_topaz_architecture(state: dict) -> tuple[str, int]:
+    """(architecture, units) of a Topaz ResNet detector, read from its state dict's layout."""
+    indices = {int(k.split(".")[2]) for k in state if k.startswith("features.features.")}
+    first = state.get("features.features.0.conv.weight")
+    if first is None or not indices:
+        raise ModelError("state dict has no Topaz feature layers")
+    depth = max(indices) + 1
+    architecture = {5: "resnet8", 9: "resnet16"}.get(depth)
+    if architecture is None:
+        raise ModelError(f"Topaz state dict with {depth} feature layers is not resnet8 or resnet16")
+    return architecture, int(first.shape[0])
+
+
+def _load_topaz(path: Path) -> Model:
+    state = _read_state(path)
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: not a state dict (a model saved by 'topaz train' is a pickled module; "
+                         "re-save its state_dict)")
+    architecture, units = infer_topaz_architecture(state)
+    net = build(architecture, units)
+    _load_state(net, topaz_to_streampick_keys(state), path)
+    card = ModelCard(name=path.stem, architecture=architecture, units=units, source="topaz",
+                     version=f"topaz:{path.stem}", training_data="Topaz pretrained detector (Bepler et al. 2019)")
+    return Model(net, card)

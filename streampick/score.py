@@ -1,0 +1,64 @@
+"""Scoring: normalized micrographs in, per-pixel logit maps out (at the working scale).
+
+Two modes from the same weights:
+
+* fast (default): the network runs strided (one output per ``stride`` pixels), and the coarse map is
+  upsampled bicubically to full resolution, which places each peak to sub-pixel accuracy of the coarse grid.
+  Coarse pixel ``i`` is exactly dense pixel ``stride * i`` (see ``nets.layers``), so the upsampled map
+  interpolates the dense map between exact samples.
+* dense (``dense=True``): every stride becomes a dilation ("filled", as Topaz scores), ~8-18× the compute.
+
+The image is padded once by half the receptive field with zeros (the normalized background mean), so map
+pixel ``(y, x)`` scores the image pixel ``(y, x)``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .nets.architectures import PickerNet
+
+
+def _prepare_net(net: PickerNet, device: torch.device) -> PickerNet:
+    # channels_last is markedly faster for oneDNN convolutions on CPU (~1.4x on resnet16_u64)
+    if device.type == "cpu":
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+def score_batch(net: PickerNet, images: torch.Tensor, *, dense: bool = False) -> torch.Tensor:
+    """Logit maps for a batch of normalized images of one shape.
+
+    Args:
+        net: the picker network (eval mode), on the same device as ``images``.
+        images: (B, H, W) float32 normalized micrographs at the working scale.
+        dense: score every pixel exactly instead of strided + interpolated.
+
+    Returns:
+        (B, H, W) float32 logits; ``out[b, y, x]`` scores the particle-centredness of pixel (y, x).
+    """
+    if images.dim() != 3:
+        raise ValueError(f"expected (B, H, W) images, got shape {tuple(images.shape)}")
+    height, width = images.shape[-2:]
+    pad = net.width // 2
+    x = F.pad(images.unsqueeze(1), (pad, pad, pad, pad))
+    net = _prepare_net(net, images.device)
+    if images.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        logits = net(x, dense=dense)
+        if dense:
+            return logits[:, 0, :height, :width].contiguous()
+        return _upsample(logits, net.stride, height, width)
+
+
+def _upsample(coarse: torch.Tensor, stride: int, height: int, width: int) -> torch.Tensor:
+    """Bicubic upsampling with coarse pixel i landing exactly on fine pixel stride*i; edge-replicated beyond."""
+    rows, cols = coarse.shape[-2:]
+    fine = F.interpolate(coarse, size=((rows - 1) * stride + 1, (cols - 1) * stride + 1), mode="bicubic",
+                         align_corners=True)
+    fine = fine[:, :, :height, :width]
+    pad_bottom, pad_right = height - fine.shape[-2], width - fine.shape[-1]
+    if pad_bottom > 0 or pad_right > 0:
+        fine = F.pad(fine, (0, pad_right, 0, pad_bottom), mode="replicate")
+    return fine[:, 0].contiguous()

@@ -1,0 +1,76 @@
+"""Non-maximum suppression against a brute-force greedy reference, refinement, margins and scaling."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from streampick.extract import extract_picks, nms
+
+
+def brute_force_nms(score_map: np.ndarray, radius: float, floor: float) -> np.ndarray:
+    """Greedy NMS by the definition: highest remaining pixel first, suppress its disk, repeat."""
+    values = score_map.ravel()
+    height, width = score_map.shape
+    rows, cols = np.divmod(np.arange(values.size), width)
+    suppressed = np.zeros(values.size, dtype=bool)
+    picked = []
+    for index in np.argsort(-values, kind="stable"):
+        if values[index] < floor:
+            break
+        if suppressed[index]:
+            continue
+        picked.append(index)
+        suppressed |= (rows - rows[index]) ** 2 + (cols - cols[index]) ** 2 <= radius * radius
+    return np.array(picked, dtype=np.int64)
+
+
+def smooth_map(seed: int, size: int = 160, blur: int = 7) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(1, 1, size + blur - 1, size + blur - 1, generator=generator)
+    return F.avg_pool2d(noise, blur, stride=1)[0, 0] * 4
+
+
+@pytest.mark.parametrize("radius", [1.0, 3.0, 4.5, 8.0, 13.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_nms_equals_brute_force(radius, seed):
+    score_map = smooth_map(seed)
+    rows, cols = nms(score_map, radius, floor=-0.5)
+    assert len(rows) > 5
+    np.testing.assert_array_equal(rows * score_map.shape[1] + cols,
+                                  brute_force_nms(score_map.numpy(), radius, -0.5))
+
+
+def test_nms_with_ties_breaks_them_in_raster_order_like_a_stable_sort():
+    score_map = torch.round(smooth_map(3) * 2) / 2  # many exactly equal values
+    rows, cols = nms(score_map, 5.0, floor=0.0)
+    np.testing.assert_array_equal(rows * score_map.shape[1] + cols,
+                                  brute_force_nms(score_map.numpy(), 5.0, 0.0))
+
+
+def test_nms_of_a_map_below_the_floor_is_empty():
+    rows, cols = nms(torch.full((50, 40), -10.0), 3.0, floor=-6.0)
+    assert len(rows) == 0 and len(cols) == 0
+
+
+def test_subpixel_refinement_finds_an_off_grid_gaussian_peak():
+    yy, xx = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    centre_y, centre_x = 30.3, 21.7
+    score_map = 5 - ((yy - centre_y) ** 2 + (xx - centre_x) ** 2) / 18.0
+    picks = extract_picks(score_map, radius=10, floor=0.0, scale=(8.0, 8.0))
+    assert len(picks) == 1
+    assert picks.x[0] == pytest.approx(centre_x * 8, abs=0.4)
+    assert picks.y[0] == pytest.approx(centre_y * 8, abs=0.4)
+
+
+def test_scores_are_descending_and_edge_margin_drops_border_picks():
+    score_map = smooth_map(4)
+    everything = extract_picks(score_map, radius=4, floor=-1.0)
+    inner = extract_picks(score_map, radius=4, floor=-1.0, edge_margin=10)
+    assert np.all(np.diff(everything.score) <= 0)
+    assert 0 < len(inner) < len(everything)
+    assert inner.x.min() >= 9.5 and inner.y.min() >= 9.5
+    assert inner.x.max() <= 160 - 1 - 9.5 and inner.y.max() <= 160 - 1 - 9.5
+    # the margin only removes picks: every inner pick is also a pick without the margin
+    assert set(zip(inner.x.round(3), inner.y.round(3))) <= set(zip(everything.x.round(3), everything.y.round(3)))
