@@ -1,0 +1,1 @@
+"""Subcommands of the ``streampick`` CLI, one module each (``add_args`` + ``main``)."""

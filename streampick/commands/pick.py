@@ -1,0 +1,91 @@
+"""Pick particles on micrographs: streampick pick MICROGRAPHS... -o DIR
+
+Each micrograph is read, Fourier-downsampled to the working pixel size, GMM-normalized, scored with the
+model (strided + sub-pixel refinement; --dense for the exact full-resolution map) and non-maximum
+suppressed.  Writes per-micrograph RELION STARs and EMAN boxes (picks >= threshold), a combined picks.star,
+and candidates.txt with every candidate above the floor and its score.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("micrographs", nargs="+", type=Path, help="MRC files to pick")
+    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    parser.add_argument("--config", type=Path, help="YAML config (its 'picking' section); options override it")
+    parser.add_argument("-m", "--model", help="model: a shipped name, a .pt checkpoint, a Topaz .sav, or "
+                                              "topaz:resnet16_u64 (default)")
+    scale = parser.add_mutually_exclusive_group()
+    scale.add_argument("--target-pixel-size", type=float, help="working pixel size in Å (default: model card)")
+    scale.add_argument("--downsample", type=float, help="downsampling factor instead of a target pixel size")
+    parser.add_argument("--pixel-size", type=float, help="override the micrographs' header pixel size (Å)")
+    parser.add_argument("--radius", help="NMS radius, e.g. 70A or 9px (original pixels); "
+                                         "default: half the model's particle diameter")
+    parser.add_argument("--edge-margin", help="drop picks this close to the edge (Å or px; default 0)")
+    parser.add_argument("--threshold", type=float, help="score threshold for STAR/box outputs "
+                                                        "(default: model card's, else 0)")
+    parser.add_argument("--floor", type=float, help="lowest candidate score kept (default -6)")
+    parser.add_argument("--box-size", type=int, help="EMAN box size in original pixels "
+                                                     "(default: 1.5 x particle diameter, else 4 x radius)")
+    parser.add_argument("--dense", action="store_true", default=None, help="exact dense scoring (slow)")
+    parser.add_argument("--batch-size", type=int, help="micrographs scored together (default 1)")
+    parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+
+
+def resolve_options(args: argparse.Namespace) -> dict:
+    """The 'picking' options: config file values (or defaults) overridden by the options given."""
+    from ..config import PICKING_KEYS, load_config, validate_section
+
+    options = load_config(args.config)["picking"] if args.config else validate_section("picking", {},
+                                                                                        PICKING_KEYS)
+    for key in options:
+        given = getattr(args, key, None)
+        if given is not None:
+            options[key] = given
+    return options
+
+
+def main(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from ..device import select_device
+    from ..nets.checkpoint import load_model
+    from ..outputs import write_micrograph_outputs, write_run_outputs
+    from ..pick import Length, PickFailure, PickSettings, nms_radius, pick_micrographs
+
+    opts = resolve_options(args)
+    device = select_device(opts["device"])
+    model = load_model(opts["model"], device)
+    settings = PickSettings(target_pixel_size=opts["target_pixel_size"], downsample_factor=opts["downsample"],
+                            radius=Length.parse(opts["radius"], "radius") if opts["radius"] else None,
+                            edge_margin=Length.parse(opts["edge_margin"], "edge_margin"), floor=opts["floor"],
+                            dense=opts["dense"], pixel_size=opts["pixel_size"])
+    threshold = opts["threshold"] if opts["threshold"] is not None else (model.card.threshold or 0.0)
+    radius = nms_radius(settings, model)
+    results, failed = [], 0
+    with Progress(transient=False) as progress:
+        task = progress.add_task("picking", total=len(args.micrographs))
+        for outcome in pick_micrographs(args.micrographs, model, settings, device, opts["batch_size"]):
+            progress.advance(task)
+            if isinstance(outcome, PickFailure):
+                log.error("%s", outcome.error)
+                failed += 1
+                continue
+            box = opts["box_size"] or _default_box(model.card.particle_diameter, radius, outcome.pixel_size)
+            write_micrograph_outputs(outcome, args.output, threshold=threshold, box_size=box)
+            results.append(outcome)
+    write_run_outputs(results, args.output, threshold=threshold)
+    n_picks = sum(len(r.picks.above(threshold)) for r in results)
+    log.info("picked %d micrographs (%d failed): %d picks >= %.2f, candidates in %s",
+             len(results), failed, n_picks, threshold, args.output / "candidates.txt")
+    return 1 if failed and not results else 0
+
+
+def _default_box(diameter: float | None, radius, pixel_size: float) -> int:
+    size = 1.5 * diameter / pixel_size if diameter else 4 * radius.pixels(pixel_size)
+    return max(2 * int(round(size / 2)), 2)

@@ -1,0 +1,73 @@
+"""The YAML configuration, read once at the CLI edge into plain typed values.
+
+``config.example.yaml`` documents every key.  Unknown keys, wrong types and bad values raise
+:class:`~streampick.errors.ConfigError` naming the key (``picking.radius: ...``); library functions never see
+the YAML, only the values.  YAML is data only (``yaml.safe_load``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+
+# key: (accepted types, default); None in the types tuple means the key may be null
+PICKING_KEYS: dict[str, tuple[tuple, Any]] = {
+    "model": ((str,), "topaz:resnet16_u64"),
+    "device": ((str,), "auto"),
+    "target_pixel_size": ((int, float, type(None)), None),
+    "downsample": ((int, float, type(None)), None),
+    "pixel_size": ((int, float, type(None)), None),
+    "radius": ((str, int, float, type(None)), None),
+    "edge_margin": ((str, int, float), "0"),
+    "threshold": ((int, float, type(None)), None),
+    "floor": ((int, float), -6.0),
+    "box_size": ((int, type(None)), None),
+    "dense": ((bool,), False),
+    "batch_size": ((int,), 1),
+}
+SECTIONS = {"picking": PICKING_KEYS}
+SIGNED_KEYS = {"threshold", "floor"}  # logits: any sign
+
+
+def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Read and validate a config file; returns {section: {key: value}} with defaults filled in.
+
+    Raises:
+        ConfigError: the file is unreadable or not YAML, or a key is unknown, mistyped or out of range.
+    """
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"config {path}: cannot read ({err.strerror})") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path}: top level must be a mapping of sections")
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]}: unknown config section (known: {', '.join(SECTIONS)})")
+    return {name: validate_section(name, raw.get(name) or {}, keys) for name, keys in SECTIONS.items()}
+
+
+def validate_section(name: str, values: dict, keys: dict[str, tuple[tuple, Any]]) -> dict[str, Any]:
+    """Check one section's keys and types; fill in defaults."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{name}: must be a mapping of keys to values")
+    out = {}
+    for key, value in values.items():
+        if key not in keys:
+            raise ConfigError(f"{name}.{key}: unknown key (known: {', '.join(keys)})")
+        types, _ = keys[key]
+        # bool is an int in Python; a YAML 'yes' must not pass as a number
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            names = ", ".join("null" if t is type(None) else t.__name__ for t in types)
+            raise ConfigError(f"{name}.{key}: expected {names}, got {type(value).__name__} {value!r}")
+        out[key] = value
+    for key, value in out.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in SIGNED_KEYS \
+                and value <= 0:
+            raise ConfigError(f"{name}.{key}: must be positive, got {value}")
+    return {key: out.get(key, default) for key, (_, default) in keys.items()}

@@ -1,0 +1,124 @@
+"""End to end through the CLI, in-process: simulate → pick → evaluate, on real MRC files in tmp_path."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mrcfile
+import numpy as np
+import pytest
+import starfile
+import torch
+
+from streampick.cli import main
+from streampick.io.coords import read_coordinates
+from streampick.nets import Model, ModelCard, build, save_model
+
+PICK = ["--target-pixel-size", "8", "--radius", "70A", "--edge-margin", "40A"]
+
+
+@pytest.fixture(scope="module")
+def session(tmp_path_factory) -> Path:
+    """Three simulated 2048² micrographs at 1 Å/px (256² at the 8 Å/px working scale)."""
+    out = tmp_path_factory.mktemp("sim") / "session"
+    assert main(["-q", "simulate", str(out), "--n", "3", "--size", "2048", "--seed", "5"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def random_model(tmp_path_factory) -> Path:
+    """An untrained resnet8 checkpoint with a card (pipeline plumbing only: its picks mean nothing)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "untrained.pt"
+    card = ModelCard(name="untrained", architecture="resnet8", units=32, pixel_size=8.0, particle_diameter=150.0,
+                     threshold=-1.0)
+    save_model(path, Model(build("resnet8", 32).eval(), card))
+    return path
+
+
+def micrographs(session: Path) -> list[str]:
+    return sorted(str(p) for p in (session / "micrographs").glob("*.mrc"))
+
+
+def test_pick_writes_every_output_and_they_read_back(session, random_model, tmp_path):
+    out = tmp_path / "picks"
+    assert main(["-q", "pick", *micrographs(session), "-o", str(out), "-m", str(random_model)]) == 0
+    table = read_coordinates(out / "candidates.txt")
+    combined = starfile.read(out / "picks.star")
+    assert set(table) == {f"sim_000{i}" for i in range(3)}
+    for stem, candidates in table.items():
+        star = starfile.read(out / f"{stem}_autopick.star")
+        above = candidates.score >= -1.0  # the card's threshold
+        assert len(star) == int(above.sum())
+        np.testing.assert_allclose(np.sort(star["rlnCoordinateX"]), np.sort(candidates.x[above]), atol=0.01)
+        assert (candidates.score >= -6.0).all()  # the default floor
+        boxes = np.loadtxt(out / "box" / f"{stem}.box", ndmin=2)
+        assert len(boxes) == len(star) and (boxes[:, 2] == 224).all()  # 1.5 × 150 Å at 1 Å/px, made even
+    assert len(combined) == sum(int((p.score >= -1.0).sum()) for p in table.values())
+    assert set(combined["rlnMicrographName"].map(lambda n: Path(n).stem)) <= set(table)
+
+
+def test_pick_goes_on_past_a_bad_micrograph(session, random_model, tmp_path, caplog):
+    bad = tmp_path / "truncated.mrc"
+    good = micrographs(session)[0]
+    bad.write_bytes(Path(good).read_bytes()[:5000])
+    out = tmp_path / "picks"
+    assert main(["pick", str(bad), good, "-o", str(out), "-m", str(random_model)]) == 0
+    assert "truncated.mrc" in caplog.text
+    assert set(read_coordinates(out / "candidates.txt")) == {Path(good).stem}
+
+
+def test_pick_of_only_bad_micrographs_fails(tmp_path, random_model):
+    empty = tmp_path / "empty.mrc"
+    empty.write_bytes(b"")
+    assert main(["-q", "pick", str(empty), "-o", str(tmp_path / "out"), "-m", str(random_model)]) == 1
+
+
+@pytest.mark.parametrize("yaml_text,message", [
+    ("picking:\n  radius_a: 70\n", "picking.radius_a: unknown key"),
+    ("picking:\n  floor: low\n", "picking.floor: expected"),
+    ("picking:\n  batch_size: 0\n", "picking.batch_size: must be positive"),
+    ("picknig:\n  floor: 1\n", "picknig: unknown config section"),
+    ("picking: [1, 2\n", "not valid YAML"),
+])
+def test_config_errors_name_the_key(tmp_path, random_model, session, caplog, yaml_text, message):
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml_text)
+    code = main(["pick", micrographs(session)[0], "-o", str(tmp_path / "out"), "--config", str(config),
+                 "-m", str(random_model)])
+    assert code == 2
+    assert message in caplog.text
+
+
+def test_simulate_pick_evaluate_with_topaz_weights(session, tmp_path, topaz_model_path):
+    out = tmp_path / "picks"
+    assert main(["-q", "pick", *micrographs(session), "-o", str(out), "-m", str(topaz_model_path), *PICK]) == 0
+    report = tmp_path / "eval.json"
+    assert main(["-q", "evaluate", "--predicted", str(out / "candidates.txt"), "--reference",
+                 str(session / "truth.star"), "--radius", "75", "--json", str(report)]) == 0
+    result = json.loads(report.read_text())
+    assert result["summary"]["ap"] > 0.8, result["summary"]
+
+
+def test_fast_scoring_picks_what_dense_scoring_picks(session, tmp_path, topaz_model_path):
+    aps = {}
+    for mode in ["fast", "dense"]:
+        out = tmp_path / mode
+        extra = ["--dense"] if mode == "dense" else []
+        assert main(["-q", "pick", *micrographs(session), "-o", str(out), "-m", str(topaz_model_path), *PICK,
+                     *extra]) == 0
+        report = tmp_path / f"{mode}.json"
+        assert main(["-q", "evaluate", "--predicted", str(out / "candidates.txt"), "--reference",
+                     str(session / "truth.star"), "--radius", "75", "--json", str(report)]) == 0
+        aps[mode] = json.loads(report.read_text())["summary"]["ap"]
+    assert abs(aps["fast"] - aps["dense"]) <= 0.01, aps
+
+
+def test_header_pixel_size_override_changes_the_working_scale(session, random_model, tmp_path):
+    path = micrographs(session)[0]
+    with mrcfile.open(path, permissive=True) as mrc:
+        assert float(mrc.voxel_size.x) == pytest.approx(1.0)
+    out = tmp_path / "override"
+    assert main(["-q", "pick", path, "-o", str(out), "-m", str(random_model), "--pixel-size", "2.0"]) == 0
+    picks = read_coordinates(out / "candidates.txt")[Path(path).stem]
+    assert picks.x.max() < 2048 and picks.y.max() < 2048  # still original-pixel coordinates
