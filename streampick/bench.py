@@ -31,6 +31,7 @@ class BenchConfig:
     target_pixel_size: float
     radius: str
     dense: bool = False
+    score_stride: int = 2
     threads: int | None = None
 
 
@@ -68,7 +69,7 @@ def run_engine(config: BenchConfig, paths: list[str], out_dir: str) -> dict:
     model = _load_or_random(config.model, device)
     load_time = time.perf_counter() - start_load
     settings = PickSettings(target_pixel_size=config.target_pixel_size, dense=config.dense,
-                            radius=Length.parse(config.radius))
+                            score_stride=config.score_stride, radius=Length.parse(config.radius))
     rows, results = [], []
     for path in paths:
         start = time.perf_counter()

@@ -26,9 +26,46 @@ PICKING_KEYS: dict[str, tuple[tuple, Any]] = {
     "floor": ((int, float), -6.0),
     "box_size": ((int, type(None)), None),
     "dense": ((bool,), False),
+    "score_stride": ((int,), 2),
     "batch_size": ((int,), 1),
 }
-SECTIONS = {"picking": PICKING_KEYS}
+WATCH_KEYS: dict[str, tuple[tuple, Any]] = {
+    "folder": ((str,), None),
+    "patterns": ((list,), ["*.mrc"]),
+    "ignore_patterns": ((list,), [".*", "*~", "*.tmp", "*.part", "*.partial"]),
+    "recursive": ((bool,), False),
+    "observer": ((str,), "inotify"),
+    "poll_interval": ((int, float), 1.0),
+    "settle_seconds": ((int, float), 0.5),
+    "give_up_seconds": ((int, float), 600.0),
+}
+OUTPUT_KEYS: dict[str, tuple[tuple, Any]] = {
+    "folder": ((str,), None),
+    "suffix": ((str,), "autopick"),
+    "journal": ((str, type(None)), None),
+    "combined_every_s": ((int, float), 10.0),
+}
+PUBLISH_KEYS: dict[str, tuple[tuple, Any]] = {
+    "endpoint": ((str,), "tcp://127.0.0.1:5555"),
+    "high_water_mark": ((int,), 1000),
+    "stats_interval": ((int, float), 2.0),
+    "heartbeat_interval": ((int, float), 1.0),
+}
+CONTROL_KEYS: dict[str, tuple[tuple, Any]] = {
+    "endpoint": ((str,), "tcp://127.0.0.1:5556"),
+}
+SECURITY_KEYS: dict[str, tuple[tuple, Any]] = {
+    "server_secret_key": ((str, type(None)), None),
+    "authorized_clients": ((str, type(None)), None),
+}
+DAEMON_KEYS: dict[str, tuple[tuple, Any]] = {
+    "queue_size": ((int,), 32),
+    "log_file": ((str, type(None)), None),
+}
+SECTIONS = {"watch": WATCH_KEYS, "output": OUTPUT_KEYS, "picking": PICKING_KEYS, "publish": PUBLISH_KEYS,
+            "control": CONTROL_KEYS, "security": SECURITY_KEYS, "daemon": DAEMON_KEYS}
+REQUIRED = {("watch", "folder"), ("output", "folder")}  # required by 'streampick run' only
+CHOICES = {("watch", "observer"): ("inotify", "polling")}
 SIGNED_KEYS = {"threshold", "floor"}  # logits: any sign
 
 
@@ -67,7 +104,31 @@ def validate_section(name: str, values: dict, keys: dict[str, tuple[tuple, Any]]
             raise ConfigError(f"{name}.{key}: expected {names}, got {type(value).__name__} {value!r}")
         out[key] = value
     for key, value in out.items():
+        choices = CHOICES.get((name, key))
+        if choices and value not in choices:
+            raise ConfigError(f"{name}.{key}: must be one of {', '.join(choices)}, got {value!r}")
+        if isinstance(value, list) and not all(isinstance(item, str) for item in value):
+            raise ConfigError(f"{name}.{key}: expected a list of strings, got {value!r}")
         if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in SIGNED_KEYS \
                 and value <= 0:
             raise ConfigError(f"{name}.{key}: must be positive, got {value}")
     return {key: out.get(key, default) for key, (_, default) in keys.items()}
+
+
+def require_daemon_keys(config: dict[str, dict[str, Any]]) -> None:
+    """Check what ``streampick run`` needs beyond the defaults: the watched and output folders.
+
+    Raises:
+        ConfigError: a required key is missing, or the watched folder does not exist.
+    """
+    for section, key in sorted(REQUIRED):
+        if not config[section][key]:
+            raise ConfigError(f"{section}.{key}: required")
+    folder = Path(config["watch"]["folder"])
+    if not folder.is_dir():
+        raise ConfigError(f"watch.folder: {folder} is not an existing folder")
+
+
+def describe(config: dict[str, dict[str, Any]]) -> str:
+    """The effective configuration as YAML, for the start-up log."""
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None).rstrip()

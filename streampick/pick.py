@@ -57,7 +57,17 @@ class PickSettings:
     edge_margin: Length = Length(0.0)
     floor: float = -6.0  # lowest score kept as a candidate
     dense: bool = False
+    score_stride: int = 2  # fast mode: score exactly every Nth working pixel, interpolate between
     pixel_size: float | None = None  # override of the micrograph header's pixel size
+
+
+def settings_from_options(options: dict) -> PickSettings:
+    """PickSettings from the validated 'picking' config section (see config.example.yaml)."""
+    return PickSettings(
+        target_pixel_size=options["target_pixel_size"], downsample_factor=options["downsample"],
+        radius=Length.parse(options["radius"], "picking.radius") if options["radius"] else None,
+        edge_margin=Length.parse(options["edge_margin"], "picking.edge_margin"), floor=options["floor"],
+        dense=options["dense"], score_stride=options["score_stride"], pixel_size=options["pixel_size"])
 
 
 @dataclass
@@ -130,7 +140,8 @@ def prepare(micrograph: Micrograph, target_pixel_size: float, device: torch.devi
 def score_and_extract(batch: list[Prepared], model: Model, settings: PickSettings) -> list[PickResult]:
     """Score a batch of prepared micrographs of one shape and extract their picks."""
     start = time.perf_counter()
-    maps = score_batch(model.net, torch.stack([p.image for p in batch]), dense=settings.dense)
+    stride = 1 if settings.dense else min(settings.score_stride, model.net.stride)
+    maps = score_batch(model.net, torch.stack([p.image for p in batch]), out_stride=stride)
     per_image = (time.perf_counter() - start) / len(batch)
     radius = nms_radius(settings, model)
     results = []

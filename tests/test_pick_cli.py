@@ -122,3 +122,27 @@ def test_header_pixel_size_override_changes_the_working_scale(session, random_mo
     assert main(["-q", "pick", path, "-o", str(out), "-m", str(random_model), "--pixel-size", "2.0"]) == 0
     picks = read_coordinates(out / "candidates.txt")[Path(path).stem]
     assert picks.x.max() < 2048 and picks.y.max() < 2048  # still original-pixel coordinates
+
+
+def test_batched_scoring_gives_the_same_picks_as_one_at_a_time(session, random_model):
+    from streampick.nets import load_model
+    from streampick.pick import Length, PickSettings, pick_micrographs
+
+    model = load_model(random_model)
+    settings = PickSettings(radius=Length(70.0), edge_margin=Length(40.0))
+    one = list(pick_micrographs(micrographs(session), model, settings, torch.device("cpu"), batch_size=1))
+    three = list(pick_micrographs(micrographs(session), model, settings, torch.device("cpu"), batch_size=3))
+    assert [r.path for r in one] == [r.path for r in three]
+    for a, b in zip(one, three):
+        assert len(a.picks) == len(b.picks) > 0
+        np.testing.assert_allclose(a.picks.x, b.picks.x, atol=1e-3)
+        np.testing.assert_allclose(a.picks.score, b.picks.score, atol=1e-4)
+
+
+def test_cli_starts_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, streampick.cli as c; c.build_parser(); print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -26,6 +26,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", default=["topaz:resnet16_u64", "topaz:resnet8_u32"],
                         help="models to time; random:resnet16_u64 etc. gives untrained weights of that size")
     parser.add_argument("--dense", action="store_true", help="also time the exact dense mode")
+    parser.add_argument("--strides", type=int, nargs="+", default=[2],
+                        help="fast-mode score strides to time (default 2; 4 is the coarsest)")
     parser.add_argument("--topaz", help="Topaz runner script (IN OUT MODEL FACTOR RADIUS THRESHOLD)")
     parser.add_argument("--data", type=Path, help="reuse a simulated dataset folder instead of simulating")
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON")
@@ -45,13 +47,15 @@ def main(args: argparse.Namespace) -> int:
     radius_a = 0.5 * args.diameter
     rows = []
     for model in args.models:
-        for dense in ([False, True] if args.dense else [False]):
-            config = bench.BenchConfig(model, args.target_pixel_size, f"{radius_a}A", dense=dense)
+        for stride in args.strides + ([1] if args.dense else []):
+            config = bench.BenchConfig(model, args.target_pixel_size, f"{radius_a}A", dense=stride == 1,
+                                       score_stride=stride)
             out = bench.scratch_dir("streampick-bench-out-")
             run = bench.run_isolated(config, paths, str(out))
             summary = bench.summarize(run)
             summary["ap"] = bench.score_against_truth(Path(run["candidates"]), data, radius_a / args.pixel_size)
-            rows.append({"engine": "streampick", "model": model, "mode": "dense" if dense else "fast", **summary})
+            mode = "dense" if stride == 1 else f"fast (stride {stride})"
+            rows.append({"engine": "streampick", "model": model, "mode": mode, **summary})
         if args.topaz and model.startswith("topaz:"):
             rows.append(bench.topaz_row(args.topaz, data, model.split(":", 1)[1],
                                         args.target_pixel_size / args.pixel_size, radius_a / args.target_pixel_size,

@@ -33,6 +33,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--box-size", type=int, help="EMAN box size in original pixels "
                                                      "(default: 1.5 x particle diameter, else 4 x radius)")
     parser.add_argument("--dense", action="store_true", default=None, help="exact dense scoring (slow)")
+    parser.add_argument("--score-stride", type=int, help="fast mode: exact scores every N working pixels, "
+                                                         "interpolated between (default 2; 4 is fastest)")
     parser.add_argument("--batch-size", type=int, help="micrographs scored together (default 1)")
     parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
 
@@ -56,15 +58,12 @@ def main(args: argparse.Namespace) -> int:
     from ..device import select_device
     from ..nets.checkpoint import load_model
     from ..outputs import write_micrograph_outputs, write_run_outputs
-    from ..pick import Length, PickFailure, PickSettings, nms_radius, pick_micrographs
+    from ..pick import PickFailure, nms_radius, pick_micrographs, settings_from_options
 
     opts = resolve_options(args)
     device = select_device(opts["device"])
     model = load_model(opts["model"], device)
-    settings = PickSettings(target_pixel_size=opts["target_pixel_size"], downsample_factor=opts["downsample"],
-                            radius=Length.parse(opts["radius"], "radius") if opts["radius"] else None,
-                            edge_margin=Length.parse(opts["edge_margin"], "edge_margin"), floor=opts["floor"],
-                            dense=opts["dense"], pixel_size=opts["pixel_size"])
+    settings = settings_from_options(opts)
     threshold = opts["threshold"] if opts["threshold"] is not None else (model.card.threshold or 0.0)
     radius = nms_radius(settings, model)
     results, failed = [], 0

@@ -23,11 +23,18 @@ class PickerNet(nn.Module):
         self.classifier = nn.Conv2d(n_features, 1, 1)
         self.width, self.stride = _receptive_field(layers)
 
-    def forward(self, x: torch.Tensor, dense: bool = False) -> torch.Tensor:
-        fill = 1 if dense else None
+    def forward(self, x: torch.Tensor, dense: bool = False, out_stride: int | None = None) -> torch.Tensor:
+        """Logits of ``x`` (N, 1, H, W) at output stride ``out_stride``: 1 (= ``dense``), the network's own
+        stride (default: strided), or a divisor between (layers past it run dilated instead of strided)."""
+        target = 1 if dense else (out_stride or self.stride)
+        taken, fill = 1, None
         for layer in self.features:
+            if fill is None and taken * layer.stride > target:
+                fill = 1
             x = layer(x, fill)
-            if fill is not None:
+            if fill is None:
+                taken *= layer.stride
+            else:
                 fill *= layer.stride
         return self.classifier(x)
 
