@@ -32,6 +32,7 @@ class BenchConfig:
     radius: str
     dense: bool = False
     score_stride: int = 2
+    precision: str = "auto"
     threads: int | None = None
 
 
@@ -69,7 +70,8 @@ def run_engine(config: BenchConfig, paths: list[str], out_dir: str) -> dict:
     model = _load_or_random(config.model, device)
     load_time = time.perf_counter() - start_load
     settings = PickSettings(target_pixel_size=config.target_pixel_size, dense=config.dense,
-                            score_stride=config.score_stride, radius=Length.parse(config.radius))
+                            score_stride=config.score_stride, precision=config.precision,
+                            radius=Length.parse(config.radius))
     rows, results = [], []
     for path in paths:
         start = time.perf_counter()
@@ -83,8 +85,11 @@ def run_engine(config: BenchConfig, paths: list[str], out_dir: str) -> dict:
         rows.append(timings)
         results.append(result)
     write_run_outputs(results, Path(out_dir), threshold=0.0)
+    from .device import scoring_dtype
+
+    precision = str(scoring_dtype(device, config.precision)).replace("torch.", "")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB → MiB on Linux
-    return {"rows": rows, "peak_rss_mib": rss, "load_s": load_time, "candidates": str(Path(out_dir) /
+    return {"rows": rows, "peak_rss_mib": rss, "load_s": load_time, "precision": precision, "candidates": str(Path(out_dir) /
                                                                                      "candidates.txt")}
 
 
@@ -112,6 +117,7 @@ def summarize(run: dict, warmup: int = 1) -> dict:
     summary = {stage: statistics.median(r.get(stage, 0.0) for r in rows) for stage in STAGES + ["end_to_end"]}
     summary["n"] = len(rows)
     summary["peak_rss_mib"] = run["peak_rss_mib"]
+    summary["precision"] = run["precision"]
     return summary
 
 

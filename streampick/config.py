@@ -27,6 +27,7 @@ PICKING_KEYS: dict[str, tuple[tuple, Any]] = {
     "box_size": ((int, type(None)), None),
     "dense": ((bool,), False),
     "score_stride": ((int,), 2),
+    "precision": ((str,), "auto"),
     "batch_size": ((int,), 1),
 }
 WATCH_KEYS: dict[str, tuple[tuple, Any]] = {
@@ -59,13 +60,14 @@ SECURITY_KEYS: dict[str, tuple[tuple, Any]] = {
     "authorized_clients": ((str, type(None)), None),
 }
 DAEMON_KEYS: dict[str, tuple[tuple, Any]] = {
-    "queue_size": ((int,), 32),
+    "retry_seconds": ((int, float), 30.0),
     "log_file": ((str, type(None)), None),
 }
 SECTIONS = {"watch": WATCH_KEYS, "output": OUTPUT_KEYS, "picking": PICKING_KEYS, "publish": PUBLISH_KEYS,
             "control": CONTROL_KEYS, "security": SECURITY_KEYS, "daemon": DAEMON_KEYS}
 REQUIRED = {("watch", "folder"), ("output", "folder")}  # required by 'streampick run' only
-CHOICES = {("watch", "observer"): ("inotify", "polling")}
+CHOICES = {("watch", "observer"): ("inotify", "polling"),
+           ("picking", "precision"): ("auto", "float32", "bfloat16")}
 SIGNED_KEYS = {"threshold", "floor"}  # logits: any sign
 
 
@@ -86,7 +88,21 @@ def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown config section (known: {', '.join(SECTIONS)})")
-    return {name: validate_section(name, raw.get(name) or {}, keys) for name, keys in SECTIONS.items()}
+    config = {name: validate_section(name, raw.get(name) or {}, keys) for name, keys in SECTIONS.items()}
+    return resolve_paths(config, Path(path).resolve().parent)
+
+
+PATH_KEYS = [("watch", "folder"), ("output", "folder"), ("output", "journal"), ("security", "server_secret_key"),
+             ("security", "authorized_clients"), ("daemon", "log_file")]
+
+
+def resolve_paths(config: dict[str, dict[str, Any]], base: Path) -> dict[str, dict[str, Any]]:
+    """Make the path-valued keys absolute, relative paths counting from ``base`` (the config's folder)."""
+    for section, key in PATH_KEYS:
+        value = config[section][key]
+        if value:
+            config[section][key] = str((base / Path(value).expanduser()).resolve())
+    return config
 
 
 def validate_section(name: str, values: dict, keys: dict[str, tuple[tuple, Any]]) -> dict[str, Any]:

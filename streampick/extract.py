@@ -1,9 +1,10 @@
 """Extraction: logit map in, particle picks out (non-maximum suppression, method.md §4).
 
 ``nms`` gives exactly what greedy NMS gives (take the highest remaining pixel, suppress a disk around
-it, repeat) without a Python loop over pixels: each round selects every remaining pixel that is the maximum
-of its (2r+1)² window among the remaining pixels (such a pixel has no higher unsuppressed pixel within r, so
-greedy NMS would take it too), then suppresses disks around the new picks.  A handful of rounds suffice.
+it, repeat) without a Python loop over all pixels: a vectorized round selects every pixel that is the maximum of its
+(2r+1)² window (such a pixel has no higher pixel within r, so greedy NMS takes it too) and suppresses disks
+around those picks; the pixels still alive then go through the plain greedy loop, which is exact on them
+because every pixel the round suppressed lies within r of a higher pick.
 Peaks are refined to sub-pixel precision with a parabola through the map's 3-point neighbourhood, and
 scaled back to the original micrograph's pixels.
 """
@@ -14,6 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from .picks import Picks
+
+
+_POOLED_ROUNDS = 1  # rounds of window maxima over the whole map; the pixels left go through plain greedy
 
 
 def _window_max(values: torch.Tensor, radius: int) -> torch.Tensor:
@@ -57,7 +61,7 @@ def nms(score_map: torch.Tensor, radius: float, floor: float) -> tuple[np.ndarra
     dy, dx = dy.to(score_map.device), dx.to(score_map.device)
     window = max(int(np.ceil(radius)), 1)
     picked_rows, picked_cols = [], []
-    while True:
+    for _ in range(_POOLED_ROUNDS):
         alive = remaining > 0
         if not bool(alive.any()):
             break
@@ -69,11 +73,34 @@ def nms(score_map: torch.Tensor, radius: float, floor: float) -> tuple[np.ndarra
         sx = (cols[:, None] + dx[None]).clamp(0, width - 1)
         inside = ((rows[:, None] + dy[None]) == sy) & ((cols[:, None] + dx[None]) == sx)
         remaining[sy[inside], sx[inside]] = -1.0
-    if not picked_rows:
-        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rows, cols = _greedy_rest(remaining.cpu().numpy(), radius)
+    picked_rows.append(torch.from_numpy(rows).to(score_map.device))
+    picked_cols.append(torch.from_numpy(cols).to(score_map.device))
     rows, cols = torch.cat(picked_rows), torch.cat(picked_cols)
     order = torch.argsort(ranks.reshape(height, width)[rows, cols], descending=True)
     return rows[order].cpu().numpy(), cols[order].cpu().numpy()
+
+
+def _greedy_rest(remaining: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Plain greedy NMS over the few pixels the pooled rounds left alive (rank > 0), best first."""
+    rows, cols = np.nonzero(remaining > 0)
+    if len(rows) == 0:
+        return rows.astype(np.int64), cols.astype(np.int64)
+    order = np.argsort(-remaining[rows, cols], kind="stable")
+    rows, cols = rows[order], cols[order]
+    r = int(np.floor(radius))
+    offsets = np.arange(-r, r + 1)
+    disk = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius * radius
+    pad = r
+    suppressed = np.zeros((remaining.shape[0] + 2 * pad, remaining.shape[1] + 2 * pad), dtype=bool)
+    keep = []
+    for index, (row, col) in enumerate(zip(rows.tolist(), cols.tolist())):
+        if suppressed[row + pad, col + pad]:
+            continue
+        keep.append(index)
+        suppressed[row:row + 2 * pad + 1, col:col + 2 * pad + 1] |= disk
+    keep = np.asarray(keep, dtype=np.int64)
+    return rows[keep].astype(np.int64), cols[keep].astype(np.int64)
 
 
 def _refine(score_map: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import torch
 
+from .device import scoring_dtype
 from .errors import ConfigError, MicrographError
 from .extract import extract_picks
 from .io.micrograph import Micrograph, read_micrograph
@@ -58,6 +59,7 @@ class PickSettings:
     floor: float = -6.0  # lowest score kept as a candidate
     dense: bool = False
     score_stride: int = 2  # fast mode: score exactly every Nth working pixel, interpolate between
+    precision: str = "auto"  # network precision: auto (bfloat16 where native), float32, bfloat16
     pixel_size: float | None = None  # override of the micrograph header's pixel size
 
 
@@ -67,7 +69,8 @@ def settings_from_options(options: dict) -> PickSettings:
         target_pixel_size=options["target_pixel_size"], downsample_factor=options["downsample"],
         radius=Length.parse(options["radius"], "picking.radius") if options["radius"] else None,
         edge_margin=Length.parse(options["edge_margin"], "picking.edge_margin"), floor=options["floor"],
-        dense=options["dense"], score_stride=options["score_stride"], pixel_size=options["pixel_size"])
+        dense=options["dense"], score_stride=options["score_stride"], precision=options["precision"],
+        pixel_size=options["pixel_size"])
 
 
 @dataclass
@@ -141,7 +144,8 @@ def score_and_extract(batch: list[Prepared], model: Model, settings: PickSetting
     """Score a batch of prepared micrographs of one shape and extract their picks."""
     start = time.perf_counter()
     stride = 1 if settings.dense else min(settings.score_stride, model.net.stride)
-    maps = score_batch(model.net, torch.stack([p.image for p in batch]), out_stride=stride)
+    images = torch.stack([p.image for p in batch])
+    maps = score_batch(model.net, images, out_stride=stride, dtype=scoring_dtype(images.device, settings.precision))
     per_image = (time.perf_counter() - start) / len(batch)
     radius = nms_radius(settings, model)
     results = []

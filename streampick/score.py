@@ -28,7 +28,7 @@ def _prepare_net(net: PickerNet, device: torch.device) -> PickerNet:
 
 
 def score_batch(net: PickerNet, images: torch.Tensor, *, dense: bool = False,
-                out_stride: int | None = None) -> torch.Tensor:
+                out_stride: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Logit maps for a batch of normalized images of one shape.
 
     Args:
@@ -37,6 +37,7 @@ def score_batch(net: PickerNet, images: torch.Tensor, *, dense: bool = False,
         dense: score every pixel exactly instead of strided + interpolated.
         out_stride: score every ``out_stride``-th pixel exactly (a divisor of the network's stride) and
             interpolate between; default the network's stride.
+        dtype: the convolutions' precision (``device.scoring_dtype``); the returned map is float32.
 
     Returns:
         (B, H, W) float32 logits; ``out[b, y, x]`` scores the particle-centredness of pixel (y, x).
@@ -50,8 +51,9 @@ def score_batch(net: PickerNet, images: torch.Tensor, *, dense: bool = False,
     if images.device.type == "cpu":
         x = x.contiguous(memory_format=torch.channels_last)
     step = 1 if dense else (out_stride or net.stride)
-    with torch.inference_mode():
-        logits = net(x, out_stride=step)
+    low_precision = dtype != torch.float32
+    with torch.inference_mode(), torch.autocast(images.device.type, dtype=dtype, enabled=low_precision):
+        logits = net(x, out_stride=step).float()
         if step == 1:
             return logits[:, 0, :height, :width].contiguous()
         return _upsample(logits, step, height, width)

@@ -30,7 +30,7 @@ def test_strided_output_is_dense_output_subsampled(name, units):
         dense, strided = net(image, dense=True), net(image)
     sub = dense[..., ::net.stride, ::net.stride]
     assert sub.shape == strided.shape
-    torch.testing.assert_close(sub, strided, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(sub, strided, atol=1e-4, rtol=1e-3)  # oneDNN may pick other algorithms
 
 
 def _as_topaz_layout(state: dict) -> dict:

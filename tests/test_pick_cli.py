@@ -104,7 +104,7 @@ def test_fast_scoring_picks_what_dense_scoring_picks(session, tmp_path, topaz_mo
     aps = {}
     for mode in ["fast", "dense"]:
         out = tmp_path / mode
-        extra = ["--dense"] if mode == "dense" else []
+        extra = ["--dense", "--precision", "float32"] if mode == "dense" else []  # the exact reference
         assert main(["-q", "pick", *micrographs(session), "-o", str(out), "-m", str(topaz_model_path), *PICK,
                      *extra]) == 0
         report = tmp_path / f"{mode}.json"

@@ -28,6 +28,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dense", action="store_true", help="also time the exact dense mode")
     parser.add_argument("--strides", type=int, nargs="+", default=[2],
                         help="fast-mode score strides to time (default 2; 4 is the coarsest)")
+    parser.add_argument("--precisions", nargs="+", default=["auto"], choices=["auto", "float32", "bfloat16"],
+                        help="network precisions to time in fast mode (dense always runs float32)")
     parser.add_argument("--topaz", help="Topaz runner script (IN OUT MODEL FACTOR RADIUS THRESHOLD)")
     parser.add_argument("--data", type=Path, help="reuse a simulated dataset folder instead of simulating")
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON")
@@ -47,21 +49,22 @@ def main(args: argparse.Namespace) -> int:
     radius_a = 0.5 * args.diameter
     rows = []
     for model in args.models:
-        for stride in args.strides + ([1] if args.dense else []):
+        runs = [(stride, precision) for stride in args.strides for precision in args.precisions]
+        for stride, precision in runs + ([(1, "float32")] if args.dense else []):
             config = bench.BenchConfig(model, args.target_pixel_size, f"{radius_a}A", dense=stride == 1,
-                                       score_stride=stride)
+                                       score_stride=stride, precision=precision)
             out = bench.scratch_dir("streampick-bench-out-")
             run = bench.run_isolated(config, paths, str(out))
             summary = bench.summarize(run)
             summary["ap"] = bench.score_against_truth(Path(run["candidates"]), data, radius_a / args.pixel_size)
-            mode = "dense" if stride == 1 else f"fast (stride {stride})"
+            mode = ("dense" if stride == 1 else f"fast (stride {stride})") + f", {summary['precision']}"
             rows.append({"engine": "streampick", "model": model, "mode": mode, **summary})
         if args.topaz and model.startswith("topaz:"):
             rows.append(bench.topaz_row(args.topaz, data, model.split(":", 1)[1],
                                         args.target_pixel_size / args.pixel_size, radius_a / args.target_pixel_size,
                                         radius_a / args.pixel_size, len(paths)))
-    command = "streampick bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["bench"] \
-        else "streampick bench"
+    rest = sys.argv[sys.argv.index("bench") + 1:] if "bench" in sys.argv else []
+    command = " ".join(["streampick bench", *(shlex.quote(a) for a in rest)])
     print(bench.markdown_report(rows, command=command, date=datetime.date.today().isoformat(), n=len(paths),
                                 size=args.size, pixel_size=args.pixel_size,
                                 target_pixel_size=args.target_pixel_size))

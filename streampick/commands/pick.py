@@ -35,6 +35,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dense", action="store_true", default=None, help="exact dense scoring (slow)")
     parser.add_argument("--score-stride", type=int, help="fast mode: exact scores every N working pixels, "
                                                          "interpolated between (default 2; 4 is fastest)")
+    parser.add_argument("--precision", choices=["auto", "float32", "bfloat16"],
+                        help="network precision (default auto: bfloat16 where the hardware is native)")
     parser.add_argument("--batch-size", type=int, help="micrographs scored together (default 1)")
     parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
 
