@@ -12,7 +12,7 @@ import sys
 
 from .errors import StreampickError
 
-COMMANDS = ["demo", "pick", "evaluate", "simulate", "bench"]
+COMMANDS = ["run", "monitor", "demo", "pick", "evaluate", "simulate", "microscope", "keys", "bench"]
 
 
 def build_parser() -> argparse.ArgumentParser:

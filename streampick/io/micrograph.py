@@ -131,6 +131,31 @@ def mrc_is_complete(path: str | Path) -> bool:
     return header is not None and header.expected_size() == size
 
 
+def mrc_is_settled_whole(path: str | Path) -> bool:
+    """Tell whether an MRC file has stopped needing to grow: the daemon's wholeness test.
+
+    True when the file holds at least what its header promises (an over-long file is whole, and reading it
+    then reports it corrupt at once), or when a full 1024-byte header is present but is not an MRC header
+    and not blank (a garbage file: reading reports it once).  False while the file is shorter than its
+    header promises or its header is still blank (pre-allocated and not yet written).
+
+    Args:
+        path: The file to test.
+    """
+    try:
+        with open(path, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            raw = stream.read(_HEADER_BYTES)
+    except OSError:
+        return False
+    if len(raw) < _HEADER_BYTES:
+        return False
+    header = _parse_header(raw)
+    if header is None:
+        return any(raw)
+    return size >= header.expected_size()
+
+
 def _open(path: Path) -> BinaryIO:
     try:
         return open(path, "rb")

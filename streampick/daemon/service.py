@@ -1,0 +1,452 @@
+"""The daemon itself: wires watcher → completeness → journal → work queue → engine → outputs → publisher.
+
+Threads (each a loop that waits with a timeout and stops on one event):
+
+* the watchdog observer, whose handler only enqueues paths;
+* *intake*: feeds events to the completeness tracker, journals files as they land and become whole, and
+  queues them (new arrivals before the start-up backlog);
+* *worker*: picks queued micrographs (batched when several wait), writes outputs, commits each result to
+  the journal, publishes it, marks it published;
+* *housekeeping*: heartbeats, stats, the combined STAR, threshold rewrites;
+* the publisher's and the control server's own socket threads.
+
+Every fault with a file or the disk is reported once (log, ``error`` message, journal) and the daemon
+goes on; a failed output write is retried later, so nothing is lost.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import describe
+from ..device import select_device
+from ..errors import ConfigError, IncompleteMicrographError, MicrographError
+from ..io.micrograph import read_micrograph
+from ..nets.checkpoint import Model, load_model
+from ..pick import PickResult, Prepared, prepare, score_and_extract, settings_from_options, working_pixel_size
+from .completeness import CompletenessTracker
+from .control import ControlServer
+from .journal import Journal, MicrographRecord
+from .pipeline import file_identity, pick_message, rewrite_star, version_folder, write_combined, write_outputs
+from .protocol import error_message, heartbeat_message
+from .publisher import Publisher
+from .security import CurveServer, check_endpoint
+from .stats import RollingStats
+from .watcher import WatchSettings, scan_existing, start_observer
+from .workqueue import BACKLOG, NEW, REPICK, WorkItem, WorkQueue
+
+log = logging.getLogger("streampick.daemon")
+
+
+def model_version(model: Model) -> str:
+    """The version string stamped on every result of ``model``."""
+    card = model.card
+    return card.version if card.source == "topaz" else f"{card.name}:{card.version}"
+
+
+class Daemon:
+    """One streaming picking session, configured by a validated config dict (see config.example.yaml)."""
+
+    def __init__(self, config: dict[str, dict[str, Any]], *, reprocess: bool = False) -> None:
+        self.config = config
+        self.reprocess_on_start = reprocess
+        self.stop_event = threading.Event()
+        self.started = time.time()
+        self.out_dir = Path(config["output"]["folder"])
+        self.watch = WatchSettings(folder=Path(config["watch"]["folder"]),
+                                   patterns=tuple(config["watch"]["patterns"]),
+                                   ignore_patterns=tuple(config["watch"]["ignore_patterns"]),
+                                   recursive=config["watch"]["recursive"],
+                                   polling=config["watch"]["observer"] == "polling",
+                                   poll_interval=config["watch"]["poll_interval"])
+        self.settings = settings_from_options(config["picking"])
+        self.curve = _curve(config["security"])
+        check_endpoint("publish.endpoint", config["publish"]["endpoint"], self.curve)
+        check_endpoint("control.endpoint", config["control"]["endpoint"], self.curve)
+        self.events: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self.work = WorkQueue()
+        self.stats = RollingStats()
+        self.tracker = CompletenessTracker(settle_seconds=config["watch"]["settle_seconds"],
+                                           give_up_seconds=config["watch"]["give_up_seconds"])
+        self.backlog: set[str] = set()
+        self.threshold_lock = threading.Lock()
+        self.pending_rewrite = threading.Event()
+        self.combined_dirty = threading.Event()
+        self.latest: dict[int, dict] = {}  # micrograph id → newest published message (current version, gen 0)
+        self.latest_lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------------------------- lifecycle
+
+    def run(self) -> int:
+        """Run until ``shutdown`` (control), SIGTERM or SIGINT; returns the exit code."""
+        log.info("effective configuration:\n%s", describe(self.config))
+        self.device = select_device(self.config["picking"]["device"])
+        self.model = load_model(self.config["picking"]["model"], self.device)
+        self.version = model_version(self.model)
+        threshold = self.config["picking"]["threshold"]
+        self.threshold = threshold if threshold is not None else (self.model.card.threshold or 0.0)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.folder = version_folder(self.out_dir, self.version, 0)
+        journal_path = self.config["output"]["journal"] or self.out_dir / "journal.sqlite"
+        self.journal = Journal(journal_path)
+        self.publisher = Publisher(self.config["publish"]["endpoint"],
+                                   high_water_mark=self.config["publish"]["high_water_mark"], curve=self.curve)
+        self.control = ControlServer(self.config["control"]["endpoint"], self.handle_control, curve=self.curve)
+        self.publisher.start()
+        self.control.start()
+        log.info("publishing on %s, control on %s, model %s, output %s", self.publisher.bound_endpoint,
+                 self.control.bound_endpoint, self.version, self.out_dir)
+        self._install_signal_handlers()
+        try:
+            self._recover()
+            self.observer = start_observer(self.watch, self.events.put)
+            self._queue_backlog()
+            for target in (self._intake_loop, self._worker_loop, self._housekeeping_loop):
+                thread = threading.Thread(target=self._guard(target), name=target.__name__.strip("_"))
+                thread.start()
+                self.threads.append(thread)
+            log.info("watching %s (%s)", self.watch.folder, "polling" if self.watch.polling else "inotify")
+            while not self.stop_event.wait(0.5):
+                pass
+        finally:
+            self._shutdown()
+        return 0
+
+    def _guard(self, loop):
+        """Run a thread's loop; an unexpected exception is reported and stops the daemon cleanly."""
+        def guarded() -> None:
+            try:
+                loop()
+            except Exception as err:  # a bug, not bad input: report it and stop rather than hang
+                log.exception("%s crashed", loop.__name__)
+                self.report(None, "internal", f"{loop.__name__} crashed: {err}")
+                self.stop_event.set()
+        return guarded
+
+    def _install_signal_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: self.stop_event.set())
+
+    def _shutdown(self) -> None:
+        self.stop_event.set()
+        observer = getattr(self, "observer", None)
+        if observer is not None:
+            observer.stop()
+            observer.join()
+        for thread in self.threads:
+            thread.join()
+        self._write_combined()
+        self.control.close()
+        self.publisher.close()
+        self.journal.close()
+        log.info("stopped")
+
+    # --------------------------------------------------------------------------------------- recovery
+
+    def _recover(self) -> None:
+        """Re-send what was committed but not published; re-queue what was seen but not picked."""
+        for result in self.journal.unpublished():
+            self._publish(result.micrograph_id, result.seq, result.message, replay=True)
+        for record in self.journal.micrographs_in("queued"):
+            self.work.put(record.id, record.path, BACKLOG)
+        for record in self.journal.micrographs_in("waiting"):
+            self.backlog.add(record.path)
+            self.tracker.touch(Path(record.path))
+        for result in self.journal.latest_results():
+            if result.model_version == self.version and result.generation == 0:
+                self.latest[result.micrograph_id] = result.message
+        if self.reprocess_on_start:
+            for record in self.journal.micrographs_in("done"):
+                self.journal.bump_generation(record.id)
+                self.work.put(record.id, record.path, REPICK)
+
+    def _queue_backlog(self) -> None:
+        for path in scan_existing(self.watch):
+            record = self._observe(path)
+            if record is not None and record.state == "waiting":
+                self.backlog.add(str(path))
+                self.tracker.touch(path)
+
+    # ----------------------------------------------------------------------------------------- intake
+
+    def _observe(self, path: Path) -> MicrographRecord | None:
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        return self.journal.observe(str(path), stat.st_size, stat.st_mtime)
+
+    def _intake_loop(self) -> None:
+        while not self.stop_event.is_set():
+            wait = self.tracker.next_check()
+            try:
+                path = self.events.get(timeout=0.25 if wait is None else min(max(wait, 0.005), 0.25))
+            except queue.Empty:
+                path = None
+            while path is not None:
+                record = self._observe(path)
+                if record is not None and record.state == "waiting":
+                    self.tracker.touch(path)
+                try:
+                    path = self.events.get_nowait()
+                except queue.Empty:
+                    path = None
+            self._take_report(self.tracker.poll())
+
+    def _take_report(self, report) -> None:
+        for path in report.ready:
+            record = self._observe(path)
+            if record is None or record.state != "waiting":
+                continue
+            self.journal.set_state(record.id, "queued", complete=time.time())
+            priority = BACKLOG if str(path) in self.backlog else NEW
+            self.backlog.discard(str(path))
+            self.work.put(record.id, str(path), priority)
+        for path, reason in report.given_up:
+            record = self._observe(path)
+            if record is not None:
+                self.journal.set_state(record.id, "failed", error=reason)
+            self.report(str(path), "complete", reason)
+
+    # ----------------------------------------------------------------------------------------- worker
+
+    def _worker_loop(self) -> None:
+        batch_size = self.config["picking"]["batch_size"]
+        while not self.stop_event.is_set():
+            item = self.work.get(0.25, time.monotonic)
+            if item is None:
+                continue
+            items = [item]
+            while len(items) < batch_size and (extra := self.work.get(0.0, time.monotonic)) is not None:
+                items.append(extra)
+            loaded = [x for x in (self._load(i) for i in items) if x is not None]
+            by_shape: dict[tuple, list] = {}
+            for entry in loaded:
+                by_shape.setdefault(tuple(entry[1].image.shape), []).append(entry)
+            for group in by_shape.values():
+                results = score_and_extract([p for _, p, _, _ in group], self.model, self.settings)
+                for (work_item, _, identity, started), result in zip(group, results):
+                    self._finish(work_item, identity, started, result)
+
+    def _load(self, item: WorkItem) -> tuple[WorkItem, Prepared, tuple[str, int, int], float] | None:
+        """Read, identify and preprocess one queued micrograph; None when there is nothing to pick."""
+        started = time.time()
+        try:
+            identity, size = file_identity(item.path)
+            start = time.perf_counter()
+            micrograph = read_micrograph(item.path, self.settings.pixel_size, mmap=False)
+            read_time = time.perf_counter() - start
+        except IncompleteMicrographError:
+            self.journal.set_state(item.micrograph_id, "waiting")  # rewritten in place: wait again
+            self.tracker.touch(Path(item.path))
+            return None
+        except (MicrographError, OSError) as err:
+            message = str(err) if isinstance(err, MicrographError) else f"{item.path}: cannot read ({err})"
+            self.journal.set_state(item.micrograph_id, "failed", error=message)
+            self.report(item.path, "read", message)
+            return None
+        generation = self.journal.generation(item.micrograph_id)
+        existing = self.journal.find_result(identity, self.version, generation)
+        if existing is not None:
+            if existing.micrograph_id == item.micrograph_id:
+                self.journal.set_state(item.micrograph_id, "done")
+            else:
+                first = self.journal.micrograph(existing.micrograph_id)
+                note = f"same content as {first.path if first else 'an earlier micrograph'}; not picked again"
+                self.journal.set_state(item.micrograph_id, "duplicate", error=note, identity=identity)
+                log.info("%s: %s", item.path, note)
+            return None
+        target = working_pixel_size(self.settings, self.model, micrograph.pixel_size)
+        prepared = prepare(micrograph, target, self.device)
+        prepared.timings["read"] = read_time
+        return item, prepared, (identity, size, generation), started
+
+    def _finish(self, item: WorkItem, identity: tuple[str, int, int], started: float,
+                result: PickResult) -> None:
+        identity_hash, size, generation = identity
+        folder = version_folder(self.out_dir, self.version, generation)
+        with self.threshold_lock:
+            threshold = self.threshold
+        try:
+            start = time.perf_counter()
+            outputs = write_outputs(result, folder, threshold=threshold, suffix=self.config["output"]["suffix"])
+            result.timings["write"] = time.perf_counter() - start
+        except OSError as err:
+            self._retry(item, "write", f"{item.path}: cannot write outputs to {folder} ({err.strerror or err})")
+            return
+        record = self.journal.micrograph(item.micrograph_id)
+        timestamps = {"landed": record.landed, "complete": record.complete or record.landed, "started": started}
+
+        def build(seq: int) -> dict:
+            return pick_message(seq=seq, result=result, identity=identity_hash, size=size,
+                                model_name=self.model.card.name, model_version=self.version,
+                                generation=generation, timestamps=dict(timestamps, committed=time.time()),
+                                threshold=threshold, floor=self.settings.floor, outputs=outputs)
+        try:
+            committed = self.journal.commit_result(item.micrograph_id, identity_hash, self.version, generation,
+                                                   build, result.timings)
+        except sqlite3.Error as err:
+            self._retry(item, "journal", f"{item.path}: cannot commit to the journal ({err})")
+            return
+        self._publish(item.micrograph_id, committed.seq, committed.message, replay=False)
+
+    def _retry(self, item: WorkItem, stage: str, message: str) -> None:
+        delay = self.config["daemon"]["retry_seconds"]
+        self.report(item.path, stage, f"{message}; retrying in {delay:g} s")
+        self.work.put(item.micrograph_id, item.path, item.priority, not_before=time.monotonic() + delay)
+
+    def _publish(self, micrograph_id: int, seq: int, message: dict, *, replay: bool) -> None:
+        message = dict(message, replay=replay, timestamps=dict(message["timestamps"], published=time.time()))
+        self.publisher.publish("picks", message)
+        self.journal.mark_published(seq)
+        if not replay:
+            self.stats.record(message["timestamps"]["complete"], message["timestamps"]["published"])
+        if message["model"]["version"] == self.version and message["generation"] == 0:
+            with self.latest_lock:
+                self.latest[micrograph_id] = message
+            self.combined_dirty.set()
+
+    # ------------------------------------------------------------------------------------ housekeeping
+
+    def report(self, path: str | None, stage: str, message: str) -> None:
+        """Report a fault once: log, ``error`` topic and the error count."""
+        log.error("%s", message)
+        self.stats.record_error()
+        self.publisher.publish("error", error_message(path, stage, message, time=time.time()))
+
+    def _housekeeping_loop(self) -> None:
+        publish = self.config["publish"]
+        next_heartbeat = next_stats = next_combined = time.monotonic()
+        while not self.stop_event.wait(0.1):
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                self.publisher.publish("heartbeat", heartbeat_message(
+                    time=time.time(), state=self.state, last_seq=self.journal.last_seq(),
+                    uptime_s=time.time() - self.started))
+                next_heartbeat = now + publish["heartbeat_interval"]
+            if now >= next_stats:
+                self.publisher.publish("stats", self.stats_message())
+                next_stats = now + publish["stats_interval"]
+            if self.pending_rewrite.is_set():
+                self.pending_rewrite.clear()
+                self._rewrite_stars()
+            if now >= next_combined and self.combined_dirty.is_set():
+                self._write_combined()
+                next_combined = now + self.config["output"]["combined_every_s"]
+
+    def _write_combined(self) -> None:
+        self.combined_dirty.clear()
+        with self.threshold_lock:
+            threshold = self.threshold
+        try:
+            with self.latest_lock:
+                messages = list(self.latest.values())
+            write_combined(self.folder, messages, threshold)
+        except OSError as err:
+            self.combined_dirty.set()
+            self.report(None, "write", f"cannot write the combined STAR in {self.folder} ({err.strerror or err})")
+
+    def _rewrite_stars(self) -> None:
+        with self.threshold_lock:
+            threshold = self.threshold
+        with self.latest_lock:
+            messages = list(self.latest.values())
+        for message in messages:
+            try:
+                rewrite_star(message, threshold)
+            except OSError as err:
+                self.report(message["micrograph"]["path"], "write", f"cannot rewrite {message['outputs']['star']} "
+                            f"({err.strerror or err})")
+        self.combined_dirty.set()
+
+    @property
+    def state(self) -> str:
+        return "paused" if self.work.paused else "running"
+
+    def status(self) -> dict:
+        counts = self.journal.counts()
+        with self.threshold_lock:
+            threshold = self.threshold
+        return {"state": self.state, "counts": counts, "queue_depth": len(self.work), "threshold": threshold,
+                "model": {"name": self.model.card.name, "version": self.version},
+                "last_seq": self.journal.last_seq(), "uptime_s": time.time() - self.started,
+                "device": str(self.device), "output": str(self.out_dir), "watch": str(self.watch.folder)}
+
+    def stats_message(self) -> dict:
+        status = self.status()
+        now = time.time()
+        return {"schema": 1, "topic": "stats", "time": now, **{k: status[k] for k in (
+            "uptime_s", "state", "model", "threshold", "counts", "queue_depth", "last_seq")},
+            **self.stats.snapshot(now)}
+
+    # ---------------------------------------------------------------------------------------- control
+
+    def handle_control(self, request: dict) -> dict:
+        """Answer one control request (runs on the control thread)."""
+        command = request.get("command")
+        handlers = {"status": lambda: self.status(), "pause": self._pause, "resume": self._resume,
+                    "set-threshold": lambda: self._set_threshold(request),
+                    "replay": lambda: self._replay(request), "reprocess": lambda: self._reprocess(request),
+                    "shutdown": self._request_shutdown}
+        if command not in handlers:
+            raise ValueError(f"unknown command {command!r} (known: {', '.join(handlers)})")
+        return handlers[command]()
+
+    def _pause(self) -> dict:
+        self.work.pause()
+        log.info("paused")
+        return {"state": self.state}
+
+    def _resume(self) -> dict:
+        self.work.resume()
+        log.info("resumed")
+        return {"state": self.state}
+
+    def _set_threshold(self, request: dict) -> dict:
+        value = request.get("threshold")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"set-threshold needs a number 'threshold', got {value!r}")
+        with self.threshold_lock:
+            self.threshold = float(value)
+        self.pending_rewrite.set()
+        log.info("threshold set to %.3f; rewriting STAR files from the kept candidates", value)
+        return {"threshold": float(value)}
+
+    def _replay(self, request: dict) -> dict:
+        since, limit = int(request.get("since", 0)), min(int(request.get("limit", 500)), 2000)
+        results = self.journal.results_since(since, limit + 1)
+        messages = [dict(r.message, replay=True) for r in results[:limit]]
+        return {"messages": messages, "last_seq": self.journal.last_seq(), "more": len(results) > limit}
+
+    def _reprocess(self, request: dict) -> dict:
+        paths = request.get("paths")
+        if request.get("all"):
+            records = self.journal.micrographs_in("done")
+        elif isinstance(paths, list):
+            wanted = {str(Path(p)) for p in paths}
+            records = [r for r in self.journal.micrographs_in("done") if r.path in wanted]
+        else:
+            raise ValueError("reprocess needs 'paths': [...] or 'all': true")
+        for record in records:
+            self.journal.bump_generation(record.id)
+            self.work.put(record.id, record.path, REPICK)
+        return {"queued": len(records)}
+
+    def _request_shutdown(self) -> dict:
+        self.stop_event.set()
+        return {"state": "stopping"}
+
+
+def _curve(security: dict) -> CurveServer | None:
+    secret, clients = security["server_secret_key"], security["authorized_clients"]
+    if bool(secret) != bool(clients):
+        raise ConfigError("security: set both server_secret_key and authorized_clients (CurveZMQ), or neither")
+    return CurveServer(Path(secret), Path(clients)) if secret else None
