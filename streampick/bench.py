@@ -58,8 +58,7 @@ def run_engine(config: BenchConfig, paths: list[str], out_dir: str) -> dict:
     """Pick ``paths`` with ``config`` in this process; per-micrograph stage timings and peak RSS."""
     import torch
 
-    from .device import select_device
-    from .nets.checkpoint import load_model
+    from .device import scoring_dtype, select_device
     from .outputs import write_micrograph_outputs, write_run_outputs
     from .pick import Length, PickFailure, PickSettings, pick_micrographs
 
@@ -85,12 +84,10 @@ def run_engine(config: BenchConfig, paths: list[str], out_dir: str) -> dict:
         rows.append(timings)
         results.append(result)
     write_run_outputs(results, Path(out_dir), threshold=0.0)
-    from .device import scoring_dtype
-
     precision = str(scoring_dtype(device, config.precision)).replace("torch.", "")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB → MiB on Linux
-    return {"rows": rows, "peak_rss_mib": rss, "load_s": load_time, "precision": precision, "candidates": str(Path(out_dir) /
-                                                                                     "candidates.txt")}
+    candidates = str(Path(out_dir) / "candidates.txt")
+    return {"rows": rows, "peak_rss_mib": rss, "load_s": load_time, "precision": precision, "candidates": candidates}
 
 
 def _load_or_random(spec: str, device):

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 
 from .picks import Picks
 
-
 _POOLED_ROUNDS = 1  # rounds of window maxima over the whole map; the pixels left go through plain greedy
 
 

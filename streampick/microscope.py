@@ -43,7 +43,8 @@ _TEMP_ALPHABET = string.ascii_letters + string.digits
 
 
 def run_microscope(out_dir: Path, n: int, *, interval_s: float = 5.0, size: int = 4096,
-                   pixel_size: float = 1.0, seed: int = 0, write_modes: Sequence[str] = WRITE_MODES, slow_write_s: float = 2.0,
+                   pixel_size: float = 1.0, seed: int = 0, write_modes: Sequence[str] = WRITE_MODES,
+                   slow_write_s: float = 2.0,
                    particle_diameter_a: float = 150.0, truth_dir: Path | None = None,
                    stop: threading.Event | None = None,
                    on_written: Callable[[Path, float], None] | None = None) -> list[Path]:

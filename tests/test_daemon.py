@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import starfile
 import torch
-
 from daemon_harness import DaemonHarness, background, land, write_micrograph
+
 from streampick.cli import main
 from streampick.daemon.journal import Journal
 from streampick.nets import Model, ModelCard, build, save_model

@@ -4,8 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streampick.evaluate import (average_precision, evaluate_sets, match_greedy, match_hungarian, plot_pr,
-                                 pr_curve)
+from streampick.evaluate import (
+    average_precision,
+    evaluate_sets,
+    match_greedy,
+    match_hungarian,
+    plot_pr,
+    pr_curve,
+)
 from streampick.picks import Picks
 
 

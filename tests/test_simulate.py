@@ -9,8 +9,14 @@ import sys
 import numpy as np
 import pytest
 
-from streampick.simulate import (interaction_constant, make_particle_model, render_micrograph,
-                                 simulate_dataset, simulate_micrograph, wavelength_a)
+from streampick.simulate import (
+    interaction_constant,
+    make_particle_model,
+    render_micrograph,
+    simulate_dataset,
+    simulate_micrograph,
+    wavelength_a,
+)
 
 SMALL = dict(shape=(512, 512), pixel_size=2.0, particle_diameter_a=100.0)
 CLEAN = dict(carbon_probability=0.0, contamination_per_um2=0.0, aggregates_per_um2=0.0)  # ice only

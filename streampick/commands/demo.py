@@ -148,7 +148,8 @@ def _score(out: Path, truth: Path) -> int:
     tables = sorted(out.glob("*/candidates/*.txt"))
     references = {}
     for star in sorted(truth.glob("*.star")):
-        references.update({star.stem: picks for picks in read_coordinates(star).values()})
+        (picks,) = read_coordinates(star).values()  # one micrograph's truth per file
+        references[star.stem] = picks
     if not tables or not references:
         print("demo: nothing was picked", file=sys.stderr)
         return 1

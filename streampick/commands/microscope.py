@@ -16,37 +16,25 @@ import argparse
 import time
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
+from ._types import non_negative, positive_int
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     from ..microscope import WRITE_MODES
 
     parser.add_argument("out", type=Path, help="folder to write micrographs into (the daemon's watched folder)")
-    parser.add_argument("--n", type=_positive_int, required=True, help="number of micrographs")
-    parser.add_argument("--interval", type=_non_negative, default=5.0,
+    parser.add_argument("--n", type=positive_int, required=True, help="number of micrographs")
+    parser.add_argument("--interval", type=non_negative, default=5.0,
                         help="seconds between files (default 5)")
-    parser.add_argument("--size", type=_positive_int, default=4096,
+    parser.add_argument("--size", type=positive_int, default=4096,
                         help="micrograph edge in pixels (default 4096)")
-    parser.add_argument("--pixel-size", type=_non_negative, default=1.0, help="Å per pixel (default 1.0)")
-    parser.add_argument("--diameter", type=_non_negative, default=150.0,
+    parser.add_argument("--pixel-size", type=non_negative, default=1.0, help="Å per pixel (default 1.0)")
+    parser.add_argument("--diameter", type=non_negative, default=150.0,
                         help="particle diameter in Å (default 150)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--modes", nargs="+", choices=WRITE_MODES, default=list(WRITE_MODES),
                         help="write modes used in turn (default: all three)")
-    parser.add_argument("--slow-write", type=_non_negative, default=2.0,
+    parser.add_argument("--slow-write", type=non_negative, default=2.0,
                         help="seconds an in-place or temp-rename write takes (default 2)")
     parser.add_argument("--truth", type=Path, metavar="DIR", help="write ground truth STAR files here")
 

@@ -19,29 +19,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+from ._types import positive_float, positive_int
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out", type=Path, help="output folder")
-    parser.add_argument("--n", type=_positive_int, required=True, help="number of micrographs")
+    parser.add_argument("--n", type=positive_int, required=True, help="number of micrographs")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--size", type=_positive_int, default=4096,
+    parser.add_argument("--size", type=positive_int, default=4096,
                         help="micrograph edge in pixels (default 4096)")
-    parser.add_argument("--pixel-size", type=_positive_float, default=1.0, help="Å per pixel (default 1.0)")
-    parser.add_argument("--diameter", type=_positive_float, default=150.0,
+    parser.add_argument("--pixel-size", type=positive_float, default=1.0, help="Å per pixel (default 1.0)")
+    parser.add_argument("--diameter", type=positive_float, default=150.0,
                         help="particle diameter in Å (default 150)")
     parser.add_argument("--label-fraction", type=float, default=0.3,
                         help="fraction of true particles written to labels.txt (default 0.3)")

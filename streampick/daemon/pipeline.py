@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from ..io.coords import star_path, write_combined_star, write_star, write_table
-from ..picks import Picks
 from ..pick import PickResult
+from ..picks import Picks
 
 _CHUNK = 1 << 22
 

@@ -46,8 +46,8 @@ class ConvLayer(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """conv3×3 (nin→nin) → ReLU → conv3×3 (nin→nout, dilation d, stride s); skip = centre-cropped input (1×1 projection when the
-    width changes, else subsampled by s); add; ReLU."""
+    """conv3×3 (nin→nin) → ReLU → conv3×3 (nin→nout, dilation d, stride s); skip = the centre-cropped
+    input (a 1×1 projection when the width changes, else subsampled by s); add; ReLU."""
 
     def __init__(self, nin: int, nout: int, *, dilation: int = 1, stride: int = 1) -> None:
         super().__init__()
