@@ -1,0 +1,91 @@
+"""Short real training runs on simulated micrographs, in-process through the CLI and the library.
+
+Four 1024² micrographs at 2 Å/px (256² at the 8 Å/px working scale), labels = a random 30 % of the true
+particles, jittered (what ``streampick simulate`` writes).  resnet8_u32 from scratch, GE-binomial, batch 64:
+on this data the held-out AP against the full truth goes from ~0.33 untrained to ~0.69 after 50 updates and
+~0.72 after 150 (measured with bfloat16 and float32 alike); the test runs 90 and asks for +0.2.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from streampick.cli import main
+from streampick.nets import Model, ModelCard, build, load_model
+from streampick.simulate import simulate_dataset
+from streampick.train.data import NEGATIVE, POSITIVE, load_training_data
+from streampick.train.loop import TrainOptions, make_sampler, split_micrographs, train
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("train") / "sim"
+    simulate_dataset(out, 4, seed=1, shape=(1024, 1024), pixel_size=2.0)
+    return out
+
+
+def base_args(sim: Path, out: Path) -> list[str]:
+    return ["-q", "train", "--micrographs", *sorted(str(p) for p in (sim / "micrographs").glob("*.mrc")),
+            "--labels", str(sim / "labels.txt"), "-o", str(out), "--target-pixel-size", "8",
+            "--particle-diameter", "150", "--expected-particles", "50", "--batch-size", "64"]
+
+
+def test_training_from_scratch_beats_the_untrained_model_by_a_wide_margin(sim, tmp_path):
+    out = tmp_path / "model.pt"
+    args = base_args(sim, out) + ["--epochs", "3", "--steps", "30", "--test-micrographs", "sim_0003",
+                                  "--test-reference", str(sim / "truth.star")]
+    assert main(args) == 0
+    card = json.loads(out.with_suffix(".card.json").read_text())
+    ap = card["metrics"]["held_out_ap"]
+    assert len(ap) == 4  # the untrained model, then each epoch
+    assert card["metrics"]["best_ap"] == max(ap[1:]) >= ap[0] + 0.2
+    assert card["metrics"]["best_epoch"] == ap.index(max(ap))
+    assert card["metrics"]["test_micrographs"] == ["sim_0003"]
+    model = load_model(out)
+    assert (model.card.architecture, model.card.units, model.card.pixel_size, model.card.particle_diameter) == \
+        ("resnet8", 32, 8.0, 150.0)
+    assert model.card.metrics["objective"] == "ge-binomial"
+    assert model.card.metrics["pi"] == pytest.approx(50 * 29 / 256**2)
+    assert "streampick train" in model.card.command and "--expected-particles 50.0" in model.card.command
+    assert "3 training, 1 held out" in model.card.training_data
+    # The written model picks with its card alone (working scale and radius from the card).
+    picks_dir = tmp_path / "picks"
+    assert main(["-q", "pick", str(sim / "micrographs" / "sim_0003.mrc"), "-o", str(picks_dir), "-m",
+                 str(out)]) == 0
+    assert (picks_dir / "candidates.txt").is_file()
+
+
+def test_k_fold_reports_mean_and_sd_and_refits_on_everything(sim, tmp_path):
+    out = tmp_path / "cv.pt"
+    assert main(base_args(sim, out) + ["--epochs", "1", "--steps", "2", "--batch-size", "16", "--k-fold", "2"]) == 0
+    metrics = json.loads(out.with_suffix(".card.json").read_text())["metrics"]
+    assert metrics["k_fold"] == 2 and len(metrics["fold_ap"]) == 2
+    assert sorted(sum(metrics["fold_micrographs"], [])) == [f"sim_{i:04d}" for i in range(4)]
+    assert metrics["mean_ap"] == pytest.approx(sum(metrics["fold_ap"]) / 2)
+    assert metrics["sd_ap"] is not None
+
+
+@pytest.mark.parametrize("objective", ["pn", "ge-kl", "nnpu"])
+def test_every_objective_trains_with_negatives_and_is_deterministic(sim, objective, tmp_path):
+    junk = tmp_path / "junk.txt"  # e.g. picks on ice contamination, marked as junk by the user
+    junk.write_text("image_name\tx_coord\ty_coord\n" + "".join(f"sim_000{i}\t{100 + 37 * i}\t{500 - 41 * i}\n"
+                                                             for i in range(3)))
+    data = load_training_data(sorted((sim / "micrographs").glob("*.mrc")), [sim / "labels.txt"], [junk],
+                              target_pixel_size=8.0)
+    assert sum(len(m.negatives) for m in data) == 3
+    train_set, test_set = split_micrographs(data, test_names=["sim_0003"])
+    options = TrainOptions(objective=objective, epochs=1, steps=3, batch_size=16, precision="float32")
+    kinds = make_sampler(build("resnet8", 32), train_set, options).sample(512).kind
+    assert (kinds == NEGATIVE).any() and (kinds == POSITIVE).any()
+    losses = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = Model(build("resnet8", 32), ModelCard(name="t", architecture="resnet8", units=32))
+        result = train(model, train_set, test_set, options, expected_particles=50, particle_diameter=150.0,
+                       from_scratch=True)
+        losses.append(result.history[1].loss)
+        assert result.history[1].ap is not None
+    assert losses[0] == losses[1] and losses[0] == losses[0]  # same seed, same losses; not NaN
