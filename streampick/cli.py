@@ -12,7 +12,7 @@ import sys
 
 from .errors import StreampickError
 
-COMMANDS = ["run", "monitor", "demo", "pick", "evaluate", "simulate", "microscope", "keys", "bench"]
+COMMANDS = ["run", "monitor", "demo", "pick", "evaluate", "simulate", "microscope", "keys", "bench", "train"]
 
 
 def build_parser() -> argparse.ArgumentParser:
