@@ -128,8 +128,21 @@ def run_topaz(script: str, mic_dir: Path, out_dir: Path, model: str, factor: flo
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+_SCRATCH: list[Path] = []
+
+
 def scratch_dir(prefix: str) -> Path:
-    return Path(tempfile.mkdtemp(prefix=prefix))
+    """A new temporary folder, removed by :func:`remove_scratch` when the benchmark ends."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    _SCRATCH.append(path)
+    return path
+
+
+def remove_scratch() -> None:
+    import shutil
+
+    while _SCRATCH:
+        shutil.rmtree(_SCRATCH.pop(), ignore_errors=True)
 
 
 def score_against_truth(candidates: Path, data: Path, radius_px: float) -> float | None:

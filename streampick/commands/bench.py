@@ -6,6 +6,13 @@ downsample, normalize, score, extract, write), the end-to-end median per microgr
 average precision against the truth.  --dense adds the exact dense mode for comparison.  --topaz runs the
 same micrographs through Topaz (preprocess + extract) with an external runner script (see
 docs/benchmarks.md) and scores its picks the same way.  Prints a Markdown report (machine, command, date).
+
+--stream latency|throughput|soak|all measures the streaming daemon (`streampick run`) end to end instead:
+latency from a file becoming whole to its picks message arriving at a subscriber (default 20 micrographs,
+one every 5 s), sustained throughput with files arriving faster than the daemon picks (default 60, one
+every 0.1 s), and a soak of 2000 small micrographs with two kill -9 restarts (nothing lost, nothing
+repeated, RSS flat).  --model (one or more) picks the weights, --n and --interval override each mode's
+defaults.  See streampick/streambench.py and docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -18,7 +25,8 @@ from pathlib import Path
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=6, help="micrographs to simulate (default 6)")
+    parser.add_argument("--n", type=int, default=None,
+                        help="micrographs to simulate (default 6; --stream: 20, 60, 2000 per mode)")
     parser.add_argument("--size", type=int, default=4096, help="micrograph edge in pixels (default 4096)")
     parser.add_argument("--pixel-size", type=float, default=1.0, help="simulated pixel size, Å (default 1.0)")
     parser.add_argument("--target-pixel-size", type=float, default=8.0, help="working scale, Å (default 8)")
@@ -34,11 +42,44 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, help="reuse a simulated dataset folder instead of simulating")
     parser.add_argument("--json", type=Path, help="also write the raw results as JSON")
     parser.add_argument("--seed", type=int, default=1)
+    _add_stream_args(parser)
+
+
+def _add_stream_args(parser: argparse.ArgumentParser) -> None:
+    stream = parser.add_argument_group("streaming daemon (--stream)")
+    stream.add_argument("--stream", choices=["latency", "throughput", "soak", "all"],
+                        help="benchmark the streaming daemon end to end instead of the engine")
+    stream.add_argument("--model", nargs="+", metavar="MODEL",
+                        help="model(s) for --stream (default topaz:resnet8_u32, or untrained resnet8_u32 "
+                             "weights without topaz-em); each mode runs once per model")
+    stream.add_argument("--interval", type=float,
+                        help="seconds between files (latency 5, throughput 0.1) or between soak batches (4)")
+    stream.add_argument("--soak-size", type=int, default=512, help="soak micrograph edge in pixels (default 512)")
+    stream.add_argument("--batch", type=int, default=50, help="soak micrographs per batch (default 50)")
+    stream.add_argument("--kills", type=int, default=2, help="soak kill -9 restarts (default 2)")
+    stream.add_argument("--settle", type=float, help="watch.settle_seconds (default: the daemon's, 0.5)")
+    stream.add_argument("--slow-write", type=float,
+                        help="seconds a slow in-place or temp-rename write takes (latency 2, soak 0.02)")
+    stream.add_argument("--writer", choices=["prerendered", "microscope"], default="prerendered",
+                        help="latency: land pre-rendered files (default), or run run_microscope itself")
+    stream.add_argument("--keep", action="store_true", help="keep the temporary folders (for debugging)")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.stream:
+        return _stream_main(args)
     from .. import bench
 
+    try:
+        return _engine_main(args)
+    finally:
+        bench.remove_scratch()
+
+
+def _engine_main(args: argparse.Namespace) -> int:
+    from .. import bench
+
+    args.n = 6 if args.n is None else args.n
     data = args.data or bench.scratch_dir("streampick-bench-") / "data"
     if args.data is None:
         from ..simulate import simulate_dataset
@@ -63,11 +104,36 @@ def main(args: argparse.Namespace) -> int:
             rows.append(bench.topaz_row(args.topaz, data, model.split(":", 1)[1],
                                         args.target_pixel_size / args.pixel_size, radius_a / args.target_pixel_size,
                                         radius_a / args.pixel_size, len(paths)))
-    rest = sys.argv[sys.argv.index("bench") + 1:] if "bench" in sys.argv else []
-    command = " ".join(["streampick bench", *(shlex.quote(a) for a in rest)])
-    print(bench.markdown_report(rows, command=command, date=datetime.date.today().isoformat(), n=len(paths),
+    print(bench.markdown_report(rows, command=_command(), date=datetime.date.today().isoformat(), n=len(paths),
                                 size=args.size, pixel_size=args.pixel_size,
                                 target_pixel_size=args.target_pixel_size))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _command() -> str:
+    rest = sys.argv[sys.argv.index("bench") + 1:] if "bench" in sys.argv else []
+    return " ".join(["streampick bench", *(shlex.quote(a) for a in rest)])
+
+
+def _stream_main(args: argparse.Namespace) -> int:
+    """``--stream``: run the chosen modes once per model, print the Markdown report (and the JSON)."""
+    from .. import streambench
+
+    modes = streambench.MODES if args.stream == "all" else (args.stream,)
+    results = []
+    for model in args.model or [streambench.default_model()]:
+        for mode in modes:
+            size = args.soak_size if mode == "soak" else args.size
+            settings = streambench.settings_for(
+                mode, model, n=args.n, interval=args.interval, size=size, pixel_size=args.pixel_size,
+                target_pixel_size=args.target_pixel_size, diameter=args.diameter, settle_seconds=args.settle,
+                slow_write_s=args.slow_write, writer=args.writer, batch=args.batch, kills=args.kills,
+                seed=args.seed, keep=args.keep)
+            print(f"streampick bench --stream: {mode} with {model} ...", file=sys.stderr, flush=True)
+            results.append(streambench.run_mode(mode, settings))
+    print(streambench.markdown_report(results, command=_command(), date=datetime.date.today().isoformat()))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0

@@ -214,6 +214,23 @@ class Journal:
                                     (since, limit)).fetchall()
         return [_result(row) for row in rows]
 
+    def iter_latest_results(self, model_version: str, generation: int = 0, batch: int = 200):
+        """The newest result of each micrograph for one model version and generation, in sequence order,
+        fetched a batch at a time (a long session's results do not all sit in memory at once)."""
+        last = 0
+        while True:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT * FROM results WHERE seq > ? AND model_version = ? AND generation = ? AND seq IN "
+                    "(SELECT MAX(seq) FROM results WHERE model_version = ? AND generation = ? "
+                    "GROUP BY micrograph_id) ORDER BY seq LIMIT ?",
+                    (last, model_version, generation, model_version, generation, batch)).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _result(row)
+            last = rows[-1][0]
+
     def latest_results(self) -> list[ResultRecord]:
         """The newest result of each micrograph (what the combined outputs show)."""
         with self._lock:

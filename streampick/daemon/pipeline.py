@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io.coords import star_path, write_combined_star, write_star, write_table
+from ..io.coords import star_path, write_star, write_table
 from ..pick import PickResult
 from ..picks import Picks
 
@@ -50,16 +50,6 @@ def write_outputs(result: PickResult, folder: Path, *, threshold: float, suffix:
     return {"star": str(star), "candidates": str(candidates)}
 
 
-def rewrite_star(message: dict, threshold: float) -> None:
-    """Rewrite a published micrograph's STAR file at a new threshold from its kept candidates."""
-    write_star(message["outputs"]["star"], picks_of(message).above(threshold))
-
-
-def write_combined(folder: Path, messages: list[dict], threshold: float) -> Path:
-    """The combined STAR (``_rlnMicrographName``) of the newest result of each micrograph, ≥ threshold."""
-    path = folder / "picks.star"
-    write_combined_star(path, [(m["micrograph"]["path"], picks_of(m).above(threshold)) for m in messages])
-    return path
 
 
 def picks_of(message: dict) -> Picks:

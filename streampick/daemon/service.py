@@ -27,13 +27,15 @@ from typing import Any
 from ..config import describe
 from ..device import select_device
 from ..errors import ConfigError, IncompleteMicrographError, MicrographError
+from ..io.coords import write_combined_star, write_star
 from ..io.micrograph import read_micrograph
 from ..nets.checkpoint import Model, load_model
 from ..pick import PickResult, Prepared, prepare, score_and_extract, settings_from_options, working_pixel_size
+from ..picks import Picks
 from .completeness import CompletenessTracker
 from .control import ControlServer
 from .journal import Journal, MicrographRecord
-from .pipeline import file_identity, pick_message, rewrite_star, version_folder, write_combined, write_outputs
+from .pipeline import file_identity, pick_message, picks_of, version_folder, write_outputs
 from .protocol import error_message, heartbeat_message
 from .publisher import Publisher
 from .security import CurveServer, check_endpoint
@@ -78,7 +80,9 @@ class Daemon:
         self.threshold_lock = threading.Lock()
         self.pending_rewrite = threading.Event()
         self.combined_dirty = threading.Event()
-        self.latest: dict[int, dict] = {}  # micrograph id → newest published message (current version, gen 0)
+        # micrograph id → (micrograph path, its picks ≥ the threshold): the combined STAR's content, kept small
+        # (a full message holds every candidate: ~180 KiB for a 4096² micrograph)
+        self.latest: dict[int, tuple[str, Picks]] = {}
         self.latest_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
 
@@ -160,9 +164,7 @@ class Daemon:
         for record in self.journal.micrographs_in("waiting"):
             self.backlog.add(record.path)
             self.tracker.touch(Path(record.path))
-        for result in self.journal.latest_results():
-            if result.model_version == self.version and result.generation == 0:
-                self.latest[result.micrograph_id] = result.message
+        self._reload_latest(rewrite=False)
         if self.reprocess_on_start:
             for record in self.journal.micrographs_in("done"):
                 self.journal.bump_generation(record.id)
@@ -310,8 +312,9 @@ class Daemon:
         if not replay:
             self.stats.record(message["timestamps"]["complete"], message["timestamps"]["published"])
         if message["model"]["version"] == self.version and message["generation"] == 0:
+            entry = (message["micrograph"]["path"], picks_of(message).above(message["threshold"]))
             with self.latest_lock:
-                self.latest[micrograph_id] = message
+                self.latest[micrograph_id] = entry
             self.combined_dirty.set()
 
     # ------------------------------------------------------------------------------------ housekeeping
@@ -344,28 +347,34 @@ class Daemon:
 
     def _write_combined(self) -> None:
         self.combined_dirty.clear()
-        with self.threshold_lock:
-            threshold = self.threshold
+        with self.latest_lock:
+            items = list(self.latest.values())
         try:
-            with self.latest_lock:
-                messages = list(self.latest.values())
-            write_combined(self.folder, messages, threshold)
+            write_combined_star(self.folder / "picks.star", items)
         except OSError as err:
             self.combined_dirty.set()
             self.report(None, "write", f"cannot write the combined STAR in {self.folder} ({err.strerror or err})")
 
     def _rewrite_stars(self) -> None:
+        self._reload_latest(rewrite=True)
+        self.combined_dirty.set()
+
+    def _reload_latest(self, *, rewrite: bool) -> None:
+        """Rebuild the combined STAR's content from the journal at the current threshold (one result in
+        memory at a time); with ``rewrite``, also rewrite each micrograph's STAR file at that threshold."""
         with self.threshold_lock:
             threshold = self.threshold
-        with self.latest_lock:
-            messages = list(self.latest.values())
-        for message in messages:
-            try:
-                rewrite_star(message, threshold)
-            except OSError as err:
-                self.report(message["micrograph"]["path"], "write", f"cannot rewrite {message['outputs']['star']} "
-                            f"({err.strerror or err})")
-        self.combined_dirty.set()
+        for result in self.journal.iter_latest_results(self.version, generation=0):
+            message = result.message
+            picks = picks_of(message).above(threshold)
+            if rewrite:
+                try:
+                    write_star(message["outputs"]["star"], picks)
+                except OSError as err:
+                    self.report(message["micrograph"]["path"], "write",
+                                f"cannot rewrite {message['outputs']['star']} ({err.strerror or err})")
+            with self.latest_lock:
+                self.latest[result.micrograph_id] = (message["micrograph"]["path"], picks)
 
     @property
     def state(self) -> str:
