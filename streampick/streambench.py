@@ -29,7 +29,6 @@ import os
 import random
 import resource
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -130,13 +129,6 @@ def run_mode(mode: str, settings: StreamSettings) -> dict:
 # --------------------------------------------------------------------------------------------- workspace
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class Workspace:
     """A temporary folder with ``watched/``, ``out/``, ``private/`` and the daemon's config; removed on exit."""
 
@@ -157,6 +149,7 @@ class Workspace:
     def config(self) -> dict:
         """The daemon's configuration: defaults except folders, endpoints, model and working scale."""
         from .config import WATCH_KEYS
+        from .daemon.security import free_loopback_port
 
         settle = self.settings.settle_seconds
         settle = WATCH_KEYS["settle_seconds"][1] if settle is None else settle
@@ -166,8 +159,8 @@ class Workspace:
             "picking": {"model": resolve_model(self.settings, self.root),
                         "target_pixel_size": self.settings.target_pixel_size,
                         "radius": f"{self.settings.diameter / 2:g}A"},
-            "publish": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
-            "control": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
+            "publish": {"endpoint": f"tcp://127.0.0.1:{free_loopback_port()}"},
+            "control": {"endpoint": f"tcp://127.0.0.1:{free_loopback_port()}"},
         }
 
 

@@ -2,10 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -18,12 +15,8 @@ import yaml
 import zmq
 
 from streampick.daemon.control import request
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from streampick.daemon.security import free_loopback_port
+from streampick.streambench import land_file
 
 
 def write_micrograph(path: Path, data: np.ndarray, pixel_size: float = 1.0) -> None:
@@ -33,23 +26,11 @@ def write_micrograph(path: Path, data: np.ndarray, pixel_size: float = 1.0) -> N
         mrc.voxel_size = pixel_size
 
 
-def land(watched: Path, name: str, source: Path, how: str, chunks: int = 6, pause: float = 0.15) -> None:
-    """Make ``source`` appear in ``watched`` as a microscope would: 'rename', 'copy' or slow 'in-place'."""
-    target = watched / name
-    if how == "rename":
-        temp = watched / f".{name}.Xa91kz"
-        shutil.copyfile(source, temp)
-        os.rename(temp, target)
-    elif how == "copy":
-        shutil.copyfile(source, target)
-    else:
-        data = source.read_bytes()
-        step = -(-len(data) // chunks)
-        with open(target, "wb") as out:
-            for start in range(0, len(data), step):
-                out.write(data[start:start + step])
-                out.flush()
-                time.sleep(pause)
+def land(watched: Path, name: str, source: Path, how: str) -> None:
+    """Make ``source`` appear in ``watched`` as a microscope would: 'rename' (a hidden temporary file renamed
+    into place), 'copy', or a slow 'in-place' write (header first, data in chunks over ~0.9 s)."""
+    mode = {"rename": "temp-rename", "copy": "copy", "in-place": "in-place"}[how]
+    land_file(source, watched / name, mode, slow_write_s=0.9 if how == "in-place" else 0.0)
 
 
 class DaemonHarness:
@@ -60,8 +41,8 @@ class DaemonHarness:
         self.watched = root / "watched"
         self.out = root / "out"
         self.watched.mkdir(parents=True, exist_ok=True)
-        self.pub = f"tcp://127.0.0.1:{free_port()}"
-        self.ctl = f"tcp://127.0.0.1:{free_port()}"
+        self.pub = f"tcp://127.0.0.1:{free_loopback_port()}"
+        self.ctl = f"tcp://127.0.0.1:{free_loopback_port()}"
         config = {
             "watch": {"folder": str(self.watched), "settle_seconds": 0.2, "give_up_seconds": 2.0},
             "output": {"folder": str(self.out), "combined_every_s": 0.5},

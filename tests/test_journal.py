@@ -46,7 +46,7 @@ def test_reprocess_starts_a_new_generation(tmp_path):
         assert journal.micrograph(mic.id).state == "queued"
         again = journal.commit_result(mic.id, "sha:1", "v1", journal.generation(mic.id), message)
         assert again.generation == 1 and journal.counts()["results"] == 2
-        assert [r.generation for r in journal.latest_results()] == [1]
+        assert [r.generation for r in journal.iter_latest_results("v1", generation=1)] == [1]
 
 
 def test_a_failed_file_is_retried_only_when_it_changes(tmp_path):

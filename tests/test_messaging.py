@@ -11,7 +11,6 @@ import contextlib
 import json
 import math
 import os
-import socket as pysocket
 import stat
 import subprocess
 import sys
@@ -44,6 +43,7 @@ from streampick.daemon.security import (
     apply_curve_client,
     authenticator_running,
     check_endpoint,
+    free_loopback_port,
     generate_keys,
     is_loopback,
 )
@@ -129,12 +129,6 @@ def picks_message(seq: int, *, replay: bool = False) -> dict:
                               "write": 0.1}},
         "outputs": {"star": f"/out/mic_{seq}.star", "candidates": f"/out/mic_{seq}.txt"},
     }
-
-
-def free_port() -> int:
-    with pysocket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def rss_bytes() -> int:
@@ -330,7 +324,7 @@ def test_answer_never_raises_on_unencodable_reply():
 
 
 def test_request_times_out_without_a_server():
-    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    endpoint = f"tcp://127.0.0.1:{free_loopback_port()}"
     start = time.monotonic()
     with pytest.raises(ControlError) as caught:
         request(endpoint, "status", timeout=0.3)

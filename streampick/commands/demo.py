@@ -30,6 +30,7 @@ def main(args: argparse.Namespace) -> int:
     import yaml
 
     from ..daemon.control import ControlError, request
+    from ..daemon.security import free_loopback_port
     from ..microscope import run_microscope
     from .monitor import run_monitor
 
@@ -37,7 +38,7 @@ def main(args: argparse.Namespace) -> int:
     watched, out, truth = root / "microscope", root / "picks", root / "truth"
     for folder in (watched, out, truth):
         folder.mkdir(parents=True, exist_ok=True)
-    publish, control = (f"tcp://127.0.0.1:{_free_port()}" for _ in range(2))
+    publish, control = (f"tcp://127.0.0.1:{free_loopback_port()}" for _ in range(2))
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump({
         "watch": {"folder": str(watched)}, "output": {"folder": str(out), "combined_every_s": 2.0},
@@ -73,14 +74,6 @@ def main(args: argparse.Namespace) -> int:
             daemon.kill()
             daemon.wait()
     return _score(out, truth)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _start_daemon(config: Path, log: Path):

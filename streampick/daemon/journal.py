@@ -231,13 +231,6 @@ class Journal:
                 yield _result(row)
             last = rows[-1][0]
 
-    def latest_results(self) -> list[ResultRecord]:
-        """The newest result of each micrograph (what the combined outputs show)."""
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM results WHERE seq IN (SELECT MAX(seq) FROM results "
-                                    "GROUP BY micrograph_id) ORDER BY seq").fetchall()
-        return [_result(row) for row in rows]
-
     def generation(self, micrograph_id: int) -> int:
         """The current generation for a micrograph: 0, raised by each explicit reprocess."""
         with self._lock:

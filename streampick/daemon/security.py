@@ -322,3 +322,12 @@ def generate_keys(folder: Path, *, client_name: str = "client") -> tuple[Path, P
     except OSError as err:
         raise StreampickError(f"{folder}: cannot write CurveZMQ certificates ({err})") from None
     return server_public, server_secret, client_public, client_secret
+
+
+def free_loopback_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for demos, benchmarks and tests binding random ports)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
