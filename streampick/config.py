@@ -63,12 +63,38 @@ DAEMON_KEYS: dict[str, tuple[tuple, Any]] = {
     "retry_seconds": ((int, float), 30.0),
     "log_file": ((str, type(None)), None),
 }
-SECTIONS = {"watch": WATCH_KEYS, "output": OUTPUT_KEYS, "picking": PICKING_KEYS, "publish": PUBLISH_KEYS,
-            "control": CONTROL_KEYS, "security": SECURITY_KEYS, "daemon": DAEMON_KEYS}
+TRAINING_KEYS: dict[str, tuple[tuple, Any]] = {
+    "enabled": ((bool,), True),
+    "labels_folder": ((str, type(None)), None),
+    "auto": ((bool,), True),
+    "expected_particles": ((int, float, type(None)), None),
+    "particle_diameter": ((int, float, type(None)), None),
+    "settle_seconds": ((int, float), 5.0),
+    "scan_interval": ((int, float), 2.0),
+    "min_micrographs": ((int,), 2),
+    "test_fraction": ((int, float), 0.25),
+    "objective": ((str,), "ge-binomial"),
+    "epochs": ((int,), 5),
+    "steps": ((int,), 200),
+    "batch_size": ((int,), 256),
+    "lr": ((int, float), 2e-4),
+    "radius": ((int, float), 3.0),
+    "min_ap_gain": ((int, float), 0.0),
+    "device": ((str,), "auto"),
+    "precision": ((str,), "auto"),
+    "threads": ((int,), 1),
+    "nice": ((int,), 19),
+    "repick": ((bool,), True),
+}
+SECTIONS = {"watch": WATCH_KEYS, "output": OUTPUT_KEYS, "picking": PICKING_KEYS, "training": TRAINING_KEYS,
+            "publish": PUBLISH_KEYS, "control": CONTROL_KEYS, "security": SECURITY_KEYS, "daemon": DAEMON_KEYS}
 REQUIRED = {("watch", "folder"), ("output", "folder")}  # required by 'streampick run' only
 CHOICES = {("watch", "observer"): ("inotify", "polling"),
-           ("picking", "precision"): ("auto", "float32", "bfloat16")}
+           ("picking", "precision"): ("auto", "float32", "bfloat16"),
+           ("training", "precision"): ("auto", "float32", "bfloat16"),
+           ("training", "objective"): ("ge-binomial", "ge-kl", "pn", "nnpu")}
 SIGNED_KEYS = {"threshold", "floor"}  # logits: any sign
+NON_NEGATIVE_KEYS = {"min_ap_gain", "nice"}  # zero allowed
 
 
 def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -92,7 +118,8 @@ def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
     return resolve_paths(config, Path(path).resolve().parent)
 
 
-PATH_KEYS = [("watch", "folder"), ("output", "folder"), ("output", "journal"), ("security", "server_secret_key"),
+PATH_KEYS = [("watch", "folder"), ("output", "folder"), ("output", "journal"), ("training", "labels_folder"),
+             ("security", "server_secret_key"),
              ("security", "authorized_clients"), ("daemon", "log_file")]
 
 
@@ -125,9 +152,13 @@ def validate_section(name: str, values: dict, keys: dict[str, tuple[tuple, Any]]
             raise ConfigError(f"{name}.{key}: must be one of {', '.join(choices)}, got {value!r}")
         if isinstance(value, list) and not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{name}.{key}: expected a list of strings, got {value!r}")
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in SIGNED_KEYS \
-                and value <= 0:
-            raise ConfigError(f"{name}.{key}: must be positive, got {value}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in SIGNED_KEYS:
+            if key in NON_NEGATIVE_KEYS and value < 0:
+                raise ConfigError(f"{name}.{key}: must be zero or positive, got {value}")
+            if key not in NON_NEGATIVE_KEYS and value <= 0:
+                raise ConfigError(f"{name}.{key}: must be positive, got {value}")
+        if (name, key) == ("training", "test_fraction") and not 0 < value < 1:
+            raise ConfigError(f"{name}.{key}: must be between 0 and 1, got {value}")
     return {key: out.get(key, default) for key, (_, default) in keys.items()}
 
 

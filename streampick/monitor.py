@@ -5,13 +5,16 @@ Two pure halves, so that both are tested without a socket or a terminal:
 * :class:`MonitorState` takes every message the daemon publishes (``picks``, ``stats``, ``error``,
   ``heartbeat``) with the local time it arrived, and keeps what a person watching a session wants: the
   latest stats, how long the daemon has been silent, a bounded history of particles, carbon fraction and
-  latency per micrograph, the candidate scores of the latest micrographs, the recent errors, the model.
+  latency per micrograph, the candidate scores of the latest micrographs, the recent errors, the model,
+  and live fine-tuning (``training``: the round's progress and the held-out AP of each model version).
   A picks message re-sent after a daemon crash repeats its ``key`` and is counted once; a jump in ``seq``
-  (messages this monitor missed) is counted as a gap.
+  (messages this monitor missed) is counted as a gap; background re-picks with a new model version are
+  counted apart and stay out of the live history (their latency is not the microscope's).
 * :func:`render` turns a state into a rich renderable for a given width (80 and 120 columns look right):
   a header with the connection state, four small panels (throughput, latency, queue, counts), particles
   per micrograph as a sparkline of unicode blocks, the score histogram with the threshold marked, a
-  session panel (model, threshold, carbon fraction, sequence) and the recent errors.
+  session panel (model, threshold, carbon fraction, sequence), the training panel (once labels have
+  arrived) and the recent errors.
 
 ``streampick.commands.monitor`` feeds the state from a ZMQ SUB socket and redraws with ``rich.live``.
 
@@ -98,6 +101,8 @@ class MonitorState:
     last_seq: int | None = None
     seq_gaps: int = 0
     seq_missed: int = 0
+    training: dict[str, Any] | None = None
+    repicks: int = 0
     results: int = 0
     duplicates: int = 0
     replays: int = 0
@@ -132,7 +137,7 @@ class MonitorState:
             self.first_heard = now
         self.last_heard = now
         handler = {"picks": self._on_picks, "stats": self._on_stats, "error": self._on_error,
-                   "heartbeat": self._on_heartbeat}.get(topic)
+                   "heartbeat": self._on_heartbeat, "training": self._on_training}.get(topic)
         if handler is not None:
             handler(message, now)
 
@@ -164,6 +169,9 @@ class MonitorState:
         self.results += 1
         self.replays += bool(message.get("replay"))
         self._note_seq(message.get("seq"))
+        if message.get("repick"):
+            self.repicks += 1
+            return
         self.model = _dict_or_none(message.get("model")) or self.model
         self.threshold = _number(message.get("threshold"), self.threshold)
         self.floor = _number(message.get("floor"), self.floor)
@@ -177,6 +185,10 @@ class MonitorState:
         self.daemon_state = _text(message.get("state")) or self.daemon_state
         self.model = _dict_or_none(message.get("model")) or self.model
         self.threshold = _number(message.get("threshold"), self.threshold)
+        self.training = _dict_or_none(message.get("training")) or self.training
+
+    def _on_training(self, message: dict[str, Any], now: float) -> None:
+        self.training = message
 
     def _on_heartbeat(self, message: dict[str, Any], now: float) -> None:
         self.heartbeat = message
@@ -303,8 +315,11 @@ def render(state: MonitorState, now: float, *, width: int, max_errors: int = 3,
     middle.add_column(width=hist_width, no_wrap=True)
     middle.add_column(ratio=1)
     middle.add_row(_scores_panel(state, hist_width - 4, blocks), _session_panel(state, now))
-    return Group(_header(state, now), _summary_row(state), _particles_panel(state, width - 4, blocks), middle,
-                 _errors_panel(state, max_errors))
+    parts = [_header(state, now), _summary_row(state), _particles_panel(state, width - 4, blocks), middle]
+    training = _training_panel(state, width - 4, blocks)
+    if training is not None:
+        parts.append(training)
+    return Group(*parts, _errors_panel(state, max_errors))
 
 
 def _header(state: MonitorState, now: float) -> Table:
@@ -489,6 +504,49 @@ def _model_label(model: dict[str, Any]) -> str:
     if version.startswith(f"{name}:"):
         return version
     return f"{name} v{version}" if version.isdigit() else f"{name} {version}"
+
+
+def _training_panel(state: MonitorState, inner: int, blocks: str, max_versions: int = 3) -> Panel | None:
+    """Live fine-tuning: the state and progress of the current round, then the latest model versions with
+    their held-out AP (the current model's AP on the same micrographs → the candidate's).  None until the
+    daemon reports labels or a round."""
+    training = state.training or {}
+    versions = [v for v in training.get("versions") or [] if isinstance(v, dict)]
+    labels = training.get("labels") if isinstance(training.get("labels"), dict) else {}
+    if not versions and not _number(labels.get("particles")) and training.get("state") != "training":
+        return None
+    grid = Table.grid(expand=True, padding=(0, 1))
+    grid.add_column(style="dim", no_wrap=True, min_width=9)
+    grid.add_column(no_wrap=True, overflow="ellipsis")
+    label_text = (f"{_count(labels.get('particles'))} particles · {_count(labels.get('negatives'))} junk on "
+                  f"{_count(labels.get('micrographs'))} micrographs")
+    grid.add_row("labels", label_text)
+    progress = training.get("progress") if isinstance(training.get("progress"), dict) else None
+    if training.get("state") == "training" and progress:
+        done, total = _number(progress.get("done"), 0.0), _number(progress.get("total"), 0.0)
+        fraction = done / total if total else 0.0
+        bar_width = max(10, min(30, inner // 4))
+        filled = int(round(fraction * bar_width))
+        epochs = [e for e in progress.get("epochs") or [] if isinstance(e, dict)]
+        last_ap = _number(epochs[-1].get("ap")) if epochs else None
+        loss = _number(progress.get("loss"))
+        grid.add_row(f"round {_count(progress.get('round'))}", Text.assemble(
+            (blocks[-1] * filled, "green"), (blocks[1] * (bar_width - filled), "dim"),
+            f" {done:.0f}/{total:.0f}", "" if loss is None else f" · loss {loss:.3f}",
+            "" if last_ap is None else f" · held-out AP {last_ap:.3f}"))
+    else:
+        grid.add_row("state", Text(f"{training.get('state', '–')}  {training.get('message') or ''}".strip(),
+                                   no_wrap=True, overflow="ellipsis"))
+    for version in versions[-max_versions:][::-1]:
+        start_ap, ap = _number(version.get("start_ap")), _number(version.get("ap"))
+        aps = "–" if ap is None else (f"AP {ap:.3f}" if start_ap is None else f"AP {start_ap:.3f} → {ap:.3f}")
+        kind = str(version.get("state", ""))
+        style = {"active": "bold green", "rejected": "yellow", "failed": "red"}.get(kind, "dim")
+        name = str(version.get("version") or version.get("model") or "").rsplit("/", 1)[-1]
+        grid.add_row(f"round {_count(version.get('round'))}", Text.assemble((f"{kind:<8}", style), " ", aps,
+                                                                          "  ", (name, "cyan")))
+    title = "Training" + (f" · {state.repicks} re-picked" if state.repicks else "")
+    return Panel(grid, title=title, title_align="left", box=box.ROUNDED, padding=(0, 1))
 
 
 def _errors_panel(state: MonitorState, max_errors: int) -> Panel:

@@ -27,6 +27,7 @@ import logging
 import shlex
 from pathlib import Path
 
+from ..train.progress import JsonProgress, exit_when_stdin_closes
 from ._types import non_negative, positive_float, positive_int
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     split.add_argument("--k-fold", type=positive_int, metavar="K", help="K-fold cross-validation, then refit")
     parser.add_argument("--test-reference", nargs="+", type=Path, metavar="FILE",
                         help="evaluate held-out micrographs against these picks instead of their labels")
+    run = parser.add_argument_group("running")
+    run.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    run.add_argument("--progress", choices=["bar", "json"], default="bar",
+                     help="bar (default) or json: one JSON object per line on stdout (start, step, epoch, "
+                          "warning, done), for programs that drive training, such as the daemon")
+    run.add_argument("--exit-with-stdin", action="store_true",
+                     help="exit as soon as stdin closes (the daemon's trainer: dies with its parent)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -87,11 +95,19 @@ def main(args: argparse.Namespace) -> int:
     from ..train.data import load_training_data
     from ..train.loop import TrainOptions
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.exit_with_stdin:
+        exit_when_stdin_closes()
+    json_progress = JsonProgress(args.epochs * args.steps) if args.progress == "json" else None
     device = select_device(args.device)
     start = _start_model(args, device)
     target, diameter = _scale_and_diameter(args, start.card)
     data = load_training_data(args.micrographs, args.labels, args.negatives, target_pixel_size=target,
-                              downsample=args.downsample, pixel_size=args.pixel_size, device=device)
+                              downsample=args.downsample, pixel_size=args.pixel_size, device=device,
+                              **({"report": json_progress.warning} if json_progress else {}))
     options = TrainOptions(
         objective=args.objective, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         radius=args.radius, positive_fraction=args.positive_fraction, slack=args.slack,
@@ -99,10 +115,13 @@ def main(args: argparse.Namespace) -> int:
         precision=args.precision, seed=args.seed)
     reference = _read_reference(args.test_reference, data) if args.test_reference else None
     if args.k_fold:
-        outcome, extra, n_test = _cross_validate(args, device, data, options, diameter, reference)
+        outcome, extra, n_test = _cross_validate(args, device, data, options, diameter, reference, json_progress)
     else:
-        outcome, extra, n_test = _train_split(args, start, data, options, diameter, reference)
-    _save(args, outcome, data, n_test, diameter, extra)
+        outcome, extra, n_test = _train_split(args, start, data, options, diameter, reference, json_progress)
+    card = _save(args, outcome, data, n_test, diameter, extra)
+    if json_progress:
+        json_progress.emit("done", output=str(args.output), name=card.name, version=card.version,
+                           start_ap=outcome.history[0].ap, best_ap=outcome.best_ap, best_epoch=outcome.best_epoch)
     return 0
 
 
@@ -144,14 +163,17 @@ def _read_reference(paths: list[Path], data) -> dict:
     return read_labels(paths, shapes, what="test reference")
 
 
-def _train_split(args, start, data, options, diameter, reference):
+def _train_split(args, start, data, options, diameter, reference, json_progress):
     from ..train.loop import split_micrographs, train
 
     train_set, test_set = split_micrographs(data, test_fraction=args.test_fraction,
                                             test_names=args.test_micrographs, seed=args.seed)
     log.info("training on %d micrographs, %d held out: %s", len(train_set), len(test_set),
              ", ".join(m.name for m in test_set) or "none")
-    with _Bar(options, folds=1) as bar:
+    if json_progress:
+        json_progress.emit("start", train=[m.name for m in train_set], test=[m.name for m in test_set],
+                           total_steps=json_progress.total)
+    with json_progress or _Bar(options, folds=1) as bar:
         result = train(start, train_set, test_set, options, expected_particles=args.expected_particles,
                        particle_diameter=diameter, reference=reference, callbacks=bar.callbacks(0),
                        from_scratch=not args.model)
@@ -160,13 +182,13 @@ def _train_split(args, start, data, options, diameter, reference):
     return result, extra, len(test_set)
 
 
-def _cross_validate(args, device, data, options, diameter, reference):
+def _cross_validate(args, device, data, options, diameter, reference, json_progress):
     from ..train.loop import cross_validate
 
     def fresh():
         return _start_model(args, device)
 
-    with _Bar(options, folds=args.k_fold + 1) as bar:
+    with json_progress or _Bar(options, folds=args.k_fold + 1) as bar:
         cv = cross_validate(fresh, data, args.k_fold, options, expected_particles=args.expected_particles,
                             particle_diameter=diameter, reference=reference, callbacks=bar.callbacks,
                             from_scratch=not args.model)
@@ -226,7 +248,7 @@ def _print_history(history) -> None:
                  record.seconds)
 
 
-def _save(args, result, data, n_test: int, diameter: float, extra: dict) -> None:
+def _save(args, result, data, n_test: int, diameter: float, extra: dict):
     import datetime
 
     from .. import __version__
@@ -250,6 +272,7 @@ def _save(args, result, data, n_test: int, diameter: float, extra: dict) -> None
     card.command = _command_line(args)
     save_model(args.output, Model(result.model.net, card))
     log.info("wrote %s (best held-out AP %s at epoch %d)", args.output, _fmt(result.best_ap), result.best_epoch)
+    return card
 
 
 def _folders(paths: list[Path]) -> str:
@@ -261,7 +284,8 @@ def _command_line(args: argparse.Namespace) -> str:
     """The command as given (options reconstructed from the parsed arguments; defaults included)."""
     words = ["streampick", "train"]
     for key, value in sorted(vars(args).items()):
-        if key.startswith("_") or key in ("command", "verbose", "quiet") or value is None or value is False:
+        if key.startswith("_") or key in ("command", "verbose", "quiet", "progress", "exit_with_stdin") \
+                or value is None or value is False:
             continue
         flag = "--" + key.replace("_", "-")
         if value is True:

@@ -250,6 +250,32 @@ class Journal:
                              (self._clock(), micrograph_id))
             return new
 
+    def done_without(self, model_version: str) -> list[MicrographRecord]:
+        """Micrographs picked ('done') that have no result of ``model_version`` yet (to re-pick with it),
+        oldest landing first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM micrographs m WHERE state = 'done' AND NOT EXISTS (SELECT 1 FROM results r "
+                "WHERE r.micrograph_id = m.id AND r.model_version = ?) ORDER BY landed, id",
+                (model_version,)).fetchall()
+        return [MicrographRecord(*row[:9]) for row in rows]
+
+    def count_results(self, model_version: str) -> int:
+        """How many micrographs have a result of ``model_version``."""
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(DISTINCT micrograph_id) FROM results "
+                                        "WHERE model_version = ?", (model_version,)).fetchone()[0])
+
+    def get_meta(self, key: str) -> str | None:
+        """A value the daemon keeps across restarts (the active model, the training history)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock, self._db:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
     def counts(self) -> dict[str, int]:
         """Micrographs per state, plus results committed and published."""
         with self._lock:

@@ -50,8 +50,6 @@ def write_outputs(result: PickResult, folder: Path, *, threshold: float, suffix:
     return {"star": str(star), "candidates": str(candidates)}
 
 
-
-
 def picks_of(message: dict) -> Picks:
     picks = message["picks"]
     return Picks(np.asarray(picks["x"], dtype=float), np.asarray(picks["y"], dtype=float),
@@ -60,12 +58,13 @@ def picks_of(message: dict) -> Picks:
 
 def pick_message(*, seq: int, result: PickResult, identity: str, size: int, model_name: str,
                  model_version: str, generation: int, timestamps: dict, threshold: float, floor: float,
-                 outputs: dict) -> dict:
-    """The ``picks`` message for a committed result (``timestamps['published']`` is set when sent)."""
+                 outputs: dict, repick: bool = False) -> dict:
+    """The ``picks`` message for a committed result (``timestamps['published']`` is set when sent);
+    ``repick`` marks a background re-pick (a new model version or a reprocess) rather than a new arrival."""
     picks = result.picks
     return {
         "schema": 1, "topic": "picks", "seq": seq, "key": result_key(identity, model_version, generation),
-        "replay": False,
+        "replay": False, "repick": repick,
         "micrograph": {"path": str(result.path), "name": result.path.stem, "identity": identity,
                        "size_bytes": size, "shape": list(result.shape), "pixel_size": result.pixel_size,
                        "working_pixel_size": result.scaled_pixel_size},

@@ -5,7 +5,8 @@ as compact UTF-8 JSON.  Every payload carries ``"schema"`` (:data:`SCHEMA_VERSIO
 message stays self-describing once it has left the socket (logged, stored, replayed).  JSON has no NaN or
 infinity, so non-finite floats become ``null``; numpy scalars and arrays become plain numbers and lists.
 
-The picks and stats payloads are built by the daemon; the two small ones (error, heartbeat) are built here.
+The picks and stats payloads are built by the daemon; the small ones (error, heartbeat, training) are built
+here.
 The subscriber-facing description is ``docs/protocol.md``.
 
 Example::
@@ -25,8 +26,8 @@ from ..errors import StreampickError
 
 SCHEMA_VERSION = 1
 
-PICKS, STATS, ERROR, HEARTBEAT = "picks", "stats", "error", "heartbeat"
-TOPICS = (PICKS, STATS, ERROR, HEARTBEAT)
+PICKS, STATS, ERROR, HEARTBEAT, TRAINING = "picks", "stats", "error", "heartbeat", "training"
+TOPICS = (PICKS, STATS, ERROR, HEARTBEAT, TRAINING)
 
 
 class ProtocolError(StreampickError):
@@ -185,3 +186,16 @@ def heartbeat_message(*, time: float, state: str, last_seq: int, uptime_s: float
     """
     return {"schema": SCHEMA_VERSION, "topic": HEARTBEAT, "time": time, "state": state,
             "last_seq": last_seq, "uptime_s": uptime_s}
+
+
+def training_message(summary: dict, time: float) -> dict:
+    """The payload of a ``training`` message: live fine-tuning's state, progress and versions.
+
+    Args:
+        summary: ``FineTuner.summary()``: state, message, round, progress, labels, versions.
+        time: now, in Unix seconds.
+
+    Returns:
+        The payload dict, ready for :func:`encode`.
+    """
+    return {"schema": SCHEMA_VERSION, "topic": TRAINING, "time": time, **summary}

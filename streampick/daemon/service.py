@@ -7,26 +7,34 @@ Threads (each a loop that waits with a timeout and stops on one event):
   queues them (new arrivals before the start-up backlog);
 * *worker*: picks queued micrographs (batched when several wait), writes outputs, commits each result to
   the journal, publishes it, marks it published;
-* *housekeeping*: heartbeats, stats, the combined STAR, threshold rewrites;
-* the publisher's and the control server's own socket threads.
+* *housekeeping*: heartbeats, stats, the combined STAR, threshold rewrites, the labels folder;
+* the publisher's and the control server's own socket threads;
+* during live fine-tuning (:mod:`.finetune`), a reader of the trainer process's progress.
+
+The model in use is one immutable :class:`ActiveModel` (network, spec, version), read once per batch; a
+fine-tuned candidate that beat it on held-out labelled micrographs replaces it between batches, is
+remembered in the journal (a restart continues with it), and the micrographs already picked are queued
+again, behind new arrivals, to be picked with it into the new version's folder.
 
 Every fault with a file or the disk is reported once (log, ``error`` message, journal) and the daemon
 goes on; a failed output write is retried later, so nothing is lost.
 """
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import signal
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..config import describe
 from ..device import select_device
-from ..errors import ConfigError, IncompleteMicrographError, MicrographError
+from ..errors import ConfigError, IncompleteMicrographError, MicrographError, StreampickError
 from ..io.coords import write_combined_star, write_star
 from ..io.micrograph import read_micrograph
 from ..nets.checkpoint import Model, load_model
@@ -34,9 +42,11 @@ from ..pick import PickResult, Prepared, prepare, score_and_extract, settings_fr
 from ..picks import Picks
 from .completeness import CompletenessTracker
 from .control import ControlServer
+from .finetune import FineTuner, StartPoint
 from .journal import Journal, MicrographRecord
+from .labels import add_control_labels
 from .pipeline import file_identity, pick_message, picks_of, version_folder, write_outputs
-from .protocol import error_message, heartbeat_message
+from .protocol import error_message, heartbeat_message, training_message
 from .publisher import Publisher
 from .security import CurveServer, check_endpoint
 from .stats import RollingStats
@@ -50,6 +60,18 @@ def model_version(model: Model) -> str:
     """The version string stamped on every result of ``model``."""
     card = model.card
     return card.version if card.source == "topaz" else f"{card.name}:{card.version}"
+
+
+ACTIVE_MODEL_KEY = "active_model"
+
+
+@dataclass(frozen=True)
+class ActiveModel:
+    """The model picking new micrographs: its network and card, the spec it was loaded from, its version."""
+
+    model: Model
+    spec: str
+    version: str
 
 
 class Daemon:
@@ -78,6 +100,7 @@ class Daemon:
                                            give_up_seconds=config["watch"]["give_up_seconds"])
         self.backlog: set[str] = set()
         self.threshold_lock = threading.Lock()
+        self.user_threshold = config["picking"]["threshold"] is not None
         self.pending_rewrite = threading.Event()
         self.combined_dirty = threading.Event()
         # micrograph id → (micrograph path, its picks ≥ the threshold): the combined STAR's content, kept small
@@ -85,6 +108,7 @@ class Daemon:
         self.latest: dict[int, tuple[str, Picks]] = {}
         self.latest_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
+        self.startup_faults: list[tuple[str | None, str, str]] = []
 
     # ------------------------------------------------------------------------------------- lifecycle
 
@@ -92,26 +116,33 @@ class Daemon:
         """Run until ``shutdown`` (control), SIGTERM or SIGINT; returns the exit code."""
         log.info("effective configuration:\n%s", describe(self.config))
         self.device = select_device(self.config["picking"]["device"])
-        self.model = load_model(self.config["picking"]["model"], self.device)
-        self.version = model_version(self.model)
-        threshold = self.config["picking"]["threshold"]
-        self.threshold = threshold if threshold is not None else (self.model.card.threshold or 0.0)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self.folder = version_folder(self.out_dir, self.version, 0)
         journal_path = self.config["output"]["journal"] or self.out_dir / "journal.sqlite"
         self.journal = Journal(journal_path)
+        self.active = self._initial_model()
+        threshold = self.config["picking"]["threshold"]
+        self.threshold = threshold if threshold is not None else (self.active.model.card.threshold or 0.0)
+        training = self.config["training"]
+        self.finetuner = FineTuner(
+            training, Path(training["labels_folder"] or self.out_dir / "labels"), self.out_dir / "training",
+            self.journal, start_point=self._start_point, swap=self._swap,
+            report=lambda message: self.report(None, "training", message),
+            publish=lambda summary: self.publisher.publish("training", training_message(summary, time.time())))
         self.publisher = Publisher(self.config["publish"]["endpoint"],
                                    high_water_mark=self.config["publish"]["high_water_mark"], curve=self.curve)
         self.control = ControlServer(self.config["control"]["endpoint"], self.handle_control, curve=self.curve)
         self.publisher.start()
         self.control.start()
+        for fault in self.startup_faults:
+            self.report(*fault)
         log.info("publishing on %s, control on %s, model %s, output %s", self.publisher.bound_endpoint,
-                 self.control.bound_endpoint, self.version, self.out_dir)
+                 self.control.bound_endpoint, self.active.version, self.out_dir)
         self._install_signal_handlers()
         try:
             self._recover()
             self.observer = start_observer(self.watch, self.events.put)
             self._queue_backlog()
+            self._queue_repicks()
             for target in (self._intake_loop, self._worker_loop, self._housekeeping_loop):
                 thread = threading.Thread(target=self._guard(target), name=target.__name__.strip("_"))
                 thread.start()
@@ -147,6 +178,9 @@ class Daemon:
             observer.join()
         for thread in self.threads:
             thread.join()
+        finetuner = getattr(self, "finetuner", None)
+        if finetuner is not None:
+            finetuner.stop()
         self._write_combined()
         self.control.close()
         self.publisher.close()
@@ -229,16 +263,18 @@ class Daemon:
             items = [item]
             while len(items) < batch_size and (extra := self.work.get(0.0, time.monotonic)) is not None:
                 items.append(extra)
-            loaded = [x for x in (self._load(i) for i in items) if x is not None]
+            active = self.active  # one model for the whole batch, even if a new one is swapped in meanwhile
+            loaded = [x for x in (self._load(i, active) for i in items) if x is not None]
             by_shape: dict[tuple, list] = {}
             for entry in loaded:
                 by_shape.setdefault(tuple(entry[1].image.shape), []).append(entry)
             for group in by_shape.values():
-                results = score_and_extract([p for _, p, _, _ in group], self.model, self.settings)
+                results = score_and_extract([p for _, p, _, _ in group], active.model, self.settings)
                 for (work_item, _, identity, started), result in zip(group, results):
-                    self._finish(work_item, identity, started, result)
+                    self._finish(work_item, identity, started, result, active)
 
-    def _load(self, item: WorkItem) -> tuple[WorkItem, Prepared, tuple[str, int, int], float] | None:
+    def _load(self, item: WorkItem, active: ActiveModel
+              ) -> tuple[WorkItem, Prepared, tuple[str, int, int], float] | None:
         """Read, identify and preprocess one queued micrograph; None when there is nothing to pick."""
         started = time.time()
         try:
@@ -256,7 +292,7 @@ class Daemon:
             self.report(item.path, "read", message)
             return None
         generation = self.journal.generation(item.micrograph_id)
-        existing = self.journal.find_result(identity, self.version, generation)
+        existing = self.journal.find_result(identity, active.version, generation)
         if existing is not None:
             if existing.micrograph_id == item.micrograph_id:
                 self.journal.set_state(item.micrograph_id, "done")
@@ -266,15 +302,15 @@ class Daemon:
                 self.journal.set_state(item.micrograph_id, "duplicate", error=note, identity=identity)
                 log.info("%s: %s", item.path, note)
             return None
-        target = working_pixel_size(self.settings, self.model, micrograph.pixel_size)
+        target = working_pixel_size(self.settings, active.model, micrograph.pixel_size)
         prepared = prepare(micrograph, target, self.device)
         prepared.timings["read"] = read_time
         return item, prepared, (identity, size, generation), started
 
     def _finish(self, item: WorkItem, identity: tuple[str, int, int], started: float,
-                result: PickResult) -> None:
+                result: PickResult, active: ActiveModel) -> None:
         identity_hash, size, generation = identity
-        folder = version_folder(self.out_dir, self.version, generation)
+        folder = version_folder(self.out_dir, active.version, generation)
         with self.threshold_lock:
             threshold = self.threshold
         try:
@@ -289,16 +325,19 @@ class Daemon:
 
         def build(seq: int) -> dict:
             return pick_message(seq=seq, result=result, identity=identity_hash, size=size,
-                                model_name=self.model.card.name, model_version=self.version,
+                                model_name=active.model.card.name, model_version=active.version,
                                 generation=generation, timestamps=dict(timestamps, committed=time.time()),
-                                threshold=threshold, floor=self.settings.floor, outputs=outputs)
+                                threshold=threshold, floor=self.settings.floor, outputs=outputs,
+                                repick=item.priority == REPICK)
         try:
-            committed = self.journal.commit_result(item.micrograph_id, identity_hash, self.version, generation,
+            committed = self.journal.commit_result(item.micrograph_id, identity_hash, active.version, generation,
                                                    build, result.timings)
         except sqlite3.Error as err:
             self._retry(item, "journal", f"{item.path}: cannot commit to the journal ({err})")
             return
         self._publish(item.micrograph_id, committed.seq, committed.message, replay=False)
+        if active is not self.active and self.config["training"]["repick"]:
+            self.work.put(item.micrograph_id, item.path, REPICK)  # picked just as a new model came in
 
     def _retry(self, item: WorkItem, stage: str, message: str) -> None:
         delay = self.config["daemon"]["retry_seconds"]
@@ -309,9 +348,9 @@ class Daemon:
         message = dict(message, replay=replay, timestamps=dict(message["timestamps"], published=time.time()))
         self.publisher.publish("picks", message)
         self.journal.mark_published(seq)
-        if not replay:
+        if not replay and not message.get("repick"):
             self.stats.record(message["timestamps"]["complete"], message["timestamps"]["published"])
-        if message["model"]["version"] == self.version and message["generation"] == 0:
+        if message["model"]["version"] == self.active.version and message["generation"] == 0:
             entry = (message["micrograph"]["path"], picks_of(message).above(message["threshold"]))
             with self.latest_lock:
                 self.latest[micrograph_id] = entry
@@ -344,16 +383,23 @@ class Daemon:
             if now >= next_combined and self.combined_dirty.is_set():
                 self._write_combined()
                 next_combined = now + self.config["output"]["combined_every_s"]
+            self.finetuner.tick(now)
+
+    @property
+    def folder(self) -> Path:
+        """The active model version's output folder (generation 0)."""
+        return version_folder(self.out_dir, self.active.version, 0)
 
     def _write_combined(self) -> None:
         self.combined_dirty.clear()
+        folder = self.folder
         with self.latest_lock:
             items = list(self.latest.values())
         try:
-            write_combined_star(self.folder / "picks.star", items)
+            write_combined_star(folder / "picks.star", items)
         except OSError as err:
             self.combined_dirty.set()
-            self.report(None, "write", f"cannot write the combined STAR in {self.folder} ({err.strerror or err})")
+            self.report(None, "write", f"cannot write the combined STAR in {folder} ({err.strerror or err})")
 
     def _rewrite_stars(self) -> None:
         self._reload_latest(rewrite=True)
@@ -364,7 +410,7 @@ class Daemon:
         memory at a time); with ``rewrite``, also rewrite each micrograph's STAR file at that threshold."""
         with self.threshold_lock:
             threshold = self.threshold
-        for result in self.journal.iter_latest_results(self.version, generation=0):
+        for result in self.journal.iter_latest_results(self.active.version, generation=0):
             message = result.message
             picks = picks_of(message).above(threshold)
             if rewrite:
@@ -384,8 +430,11 @@ class Daemon:
         counts = self.journal.counts()
         with self.threshold_lock:
             threshold = self.threshold
+        active = self.active
         return {"state": self.state, "counts": counts, "queue_depth": len(self.work), "threshold": threshold,
-                "model": {"name": self.model.card.name, "version": self.version},
+                "model": {"name": active.model.card.name, "version": active.version},
+                "repicked": self.journal.count_results(active.version),
+                "training": self.finetuner.summary(),
                 "last_seq": self.journal.last_seq(), "uptime_s": time.time() - self.started,
                 "device": str(self.device), "output": str(self.out_dir), "watch": str(self.watch.folder)}
 
@@ -393,8 +442,8 @@ class Daemon:
         status = self.status()
         now = time.time()
         return {"schema": 1, "topic": "stats", "time": now, **{k: status[k] for k in (
-            "uptime_s", "state", "model", "threshold", "counts", "queue_depth", "last_seq")},
-            **self.stats.snapshot(now)}
+            "uptime_s", "state", "model", "threshold", "counts", "queue_depth", "last_seq", "repicked",
+            "training")}, **self.stats.snapshot(now)}
 
     # ---------------------------------------------------------------------------------------- control
 
@@ -404,7 +453,8 @@ class Daemon:
         handlers = {"status": lambda: self.status(), "pause": self._pause, "resume": self._resume,
                     "set-threshold": lambda: self._set_threshold(request),
                     "replay": lambda: self._replay(request), "reprocess": lambda: self._reprocess(request),
-                    "shutdown": self._request_shutdown}
+                    "add-labels": lambda: self._add_labels(request), "train": self.finetuner.request_round,
+                    "training": self.finetuner.summary, "shutdown": self._request_shutdown}
         if command not in handlers:
             raise ValueError(f"unknown command {command!r} (known: {', '.join(handlers)})")
         return handlers[command]()
@@ -448,6 +498,81 @@ class Daemon:
             self.journal.bump_generation(record.id)
             self.work.put(record.id, record.path, REPICK)
         return {"queued": len(records)}
+
+    def _add_labels(self, request: dict) -> dict:
+        micrograph = request.get("micrograph")
+        if not isinstance(micrograph, str) or not micrograph.strip():
+            raise ValueError("add-labels needs 'micrograph': the micrograph's name or path")
+        xs, ys = request.get("x"), request.get("y")
+        if not isinstance(xs, list) or not isinstance(ys, list) or len(xs) != len(ys) or not xs:
+            raise ValueError("add-labels needs 'x' and 'y': equally long, non-empty lists of pixel coordinates")
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in xs + ys):
+            raise ValueError("add-labels: 'x' and 'y' must hold numbers only")
+        picks = Picks.from_arrays(xs, ys)
+        path, total = add_control_labels(self.finetuner.labels_folder, micrograph, picks,
+                                         negative=bool(request.get("negative")), replace=bool(request.get("replace")))
+        log.info("add-labels: %d %s for %s (%s)", len(picks), "junk picks" if request.get("negative") else
+                 "particles", micrograph, path)
+        return {"file": str(path), "labels": total}
+
+    # ------------------------------------------------------------------------------------ models
+
+    def _initial_model(self) -> ActiveModel:
+        """The configured model, or the fine-tuned model this session swapped in before a restart (as long
+        as the config still names the model it was fine-tuned from)."""
+        configured = self.config["picking"]["model"]
+        stored = json.loads(self.journal.get_meta(ACTIVE_MODEL_KEY) or "null")
+        if stored and stored.get("base") == configured and Path(stored["spec"]).is_file():
+            try:
+                model = load_model(stored["spec"], self.device)
+                log.info("continuing with the fine-tuned model %s", stored["spec"])
+                return ActiveModel(model, stored["spec"], model_version(model))
+            except StreampickError as err:  # reported once the publisher runs
+                self.startup_faults.append((stored["spec"], "training", f"cannot load the fine-tuned model "
+                                            f"({err}); using {configured}"))
+        model = load_model(configured, self.device)
+        return ActiveModel(model, configured, model_version(model))
+
+    def _start_point(self) -> StartPoint:
+        active = self.active
+        card, picking = active.model.card, self.config["picking"]
+        if picking["downsample"]:
+            scale = ["--downsample", f"{picking['downsample']:g}"]
+        else:
+            target = picking["target_pixel_size"] or card.pixel_size
+            scale = ["--target-pixel-size", f"{target:g}"] if target else []
+        if picking["pixel_size"]:
+            scale += ["--pixel-size", f"{picking['pixel_size']:g}"]
+        diameter = card.particle_diameter
+        if diameter is None and self.settings.radius is not None and self.settings.radius.unit == "A":
+            diameter = 2 * self.settings.radius.value
+        return StartPoint(active.spec, card.name, active.version, scale, diameter)
+
+    def _swap(self, path: Path, done: dict) -> str:
+        """Make the candidate at ``path`` the active model (called by the fine-tuner); returns its version."""
+        model = load_model(path, self.device)
+        new = ActiveModel(model, str(path), model_version(model))
+        old, self.active = self.active, new
+        with self.latest_lock:
+            self.latest.clear()
+        if not self.user_threshold and model.card.threshold is not None:
+            with self.threshold_lock:
+                self.threshold = model.card.threshold
+        self.journal.set_meta(ACTIVE_MODEL_KEY, json.dumps({"spec": str(path), "version": new.version,
+                                                            "base": self.config["picking"]["model"]}))
+        queued = self._queue_repicks()
+        log.info("model %s replaced by %s (%s); %d picked micrographs queued to re-pick", old.version,
+                 new.version, done.get("reason") or f"held-out AP {done.get('best_ap')}", queued)
+        return new.version
+
+    def _queue_repicks(self) -> int:
+        """Queue, behind new arrivals, every picked micrograph that the active model has not picked."""
+        if not self.config["training"]["repick"]:
+            return 0
+        records = self.journal.done_without(self.active.version)
+        for record in records:
+            self.work.put(record.id, record.path, REPICK)
+        return len(records)
 
     def _request_shutdown(self) -> dict:
         self.stop_event.set()

@@ -112,6 +112,21 @@ def read_micrograph(path: str | Path, pixel_size: float | None = None, *, mmap: 
     return Micrograph(path=path, data=data, pixel_size=float(pixel_size))
 
 
+def micrograph_shape(path: str | Path) -> tuple[int, int]:
+    """The ``(height, width)`` of a micrograph from its header alone (checked as :func:`read_micrograph`
+    checks it, without reading the pixels).
+
+    Raises:
+        MicrographError: as :func:`read_micrograph`, for the header's faults.
+    """
+    path = Path(path)
+    with _open(path) as stream:
+        size = _file_size(path, stream)
+        header = _read_header(path, stream, size)
+        _check_header(path, header, size)
+    return header.ny, header.nx
+
+
 def mrc_is_complete(path: str | Path) -> bool:
     """Tell whether an MRC file is exactly as long as its header promises.
 
