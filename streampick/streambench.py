@@ -40,12 +40,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-MODES = ("latency", "throughput", "soak")
+MODES = ("latency", "throughput", "soak", "finetune")
 WRITE_MODES = ("in-place", "temp-rename", "copy")
 MODE_DEFAULTS: dict[str, dict[str, Any]] = {
     "latency": {"n": 20, "interval": 5.0, "size": 4096, "unique": None, "slow_write_s": 2.0},
     "throughput": {"n": 60, "interval": 0.1, "size": 4096, "unique": 10, "slow_write_s": 0.0},
     "soak": {"n": 2000, "interval": 4.0, "size": 512, "unique": 100, "slow_write_s": 0.02},
+    "finetune": {"n": 12, "interval": 5.0, "size": 4096, "unique": None, "slow_write_s": 2.0},  # n per phase
 }
 QUIET_CORES = 0.25  # a micrograph counts as picked on a quiet machine when others used less CPU than this
 TARGETS = {"latency_median_s": 1.5, "latency_p95_s": 3.0, "throughput_per_s": 0.8}
@@ -116,12 +117,16 @@ def run_mode(mode: str, settings: StreamSettings) -> dict:
     """Run one benchmark mode.
 
     Args:
-        mode: ``latency``, ``throughput`` or ``soak``.
+        mode: ``latency``, ``throughput``, ``soak`` or ``finetune`` (:mod:`streampick.finetunebench`).
         settings: What to run.
 
     Returns:
         The result dict (``mode``, ``settings``, ``config``, measurements); :func:`markdown_report` renders it.
     """
+    if mode == "finetune":
+        from .finetunebench import run_finetune
+
+        return run_finetune(settings)
     runner = {"latency": run_latency, "throughput": run_throughput, "soak": run_soak}[mode]
     return runner(settings)
 
@@ -635,6 +640,7 @@ class Session:
         self.subscriber: Subscriber | None = None
         self.sampler = Sampler()
         self.lander: Lander | None = None
+        self.extra_config: dict[str, dict] = {}  # config sections merged over the workspace's
 
     def __enter__(self) -> "Session":
         return self
@@ -642,7 +648,10 @@ class Session:
     def start_daemon(self) -> dict:
         """Write the config, subscribe, start the daemon and sample its RSS; returns its start record."""
         if self.daemon is None:
-            self.daemon = DaemonProcess(self.workspace.root, self.workspace.config())
+            config = self.workspace.config()
+            for section, values in self.extra_config.items():
+                config.setdefault(section, {}).update(values)
+            self.daemon = DaemonProcess(self.workspace.root, config)
             self.subscriber = Subscriber(self.daemon.config["publish"]["endpoint"])
         started = self.daemon.start(self.subscriber)
         self.sampler.watch(started["pid"])
@@ -1044,7 +1053,10 @@ def markdown_report(results: list[dict], *, command: str, date: str, machine: st
 
         machine = machine_description()
     lines = [f"### Streaming daemon benchmark, {date}", "", f"- machine: {machine}", f"- command: `{command}`"]
-    sections = {"latency": _latency_section, "throughput": _throughput_section, "soak": _soak_section}
+    from .finetunebench import finetune_section
+
+    sections = {"latency": _latency_section, "throughput": _throughput_section, "soak": _soak_section,
+                "finetune": finetune_section}
     for result in results:
         lines += ["", *sections[result["mode"]](result)]
     return "\n".join(lines) + "\n"

@@ -44,3 +44,20 @@ def test_latency_mode_reports_every_landed_micrograph(tmp_path, tiny_model):
     report = streambench.markdown_report([result], command="test", date="2026-01-01", machine="test machine")
     assert "#### Latency" in report and "received live: 3 of 3 landed" in report
     assert "median ≤ 1.5 s" in report and "p95 ≤ 3 s" in report
+
+
+@pytest.mark.slow
+def test_finetune_mode_measures_latency_idle_training_and_idle_again(tmp_path, tiny_model):
+    work = tmp_path / "work"
+    work.mkdir()
+    settings = streambench.settings_for("finetune", str(tiny_model), n=2, interval=0.5, size=512,
+                                        slow_write_s=0.2, workdir=str(work))
+    result = streambench.run_mode("finetune", settings)
+
+    assert result["complete"]
+    assert [p["latency"]["n"] for p in result["phases"].values()] == [2, 2, 2]
+    assert result["checks"]["start"]["state"] == "training" and result["checks"]["end"]["state"] == "training"
+    assert result["checks"]["cancel"]["cancelled"]
+    assert result["summary"]["ratio"] > 0
+    report = streambench.markdown_report([result], command="test", date="2026-01-01", machine="test machine")
+    assert "#### Latency while fine-tuning" in report and "| training |" in report

@@ -7,11 +7,12 @@ average precision against the truth.  --dense adds the exact dense mode for comp
 same micrographs through Topaz (preprocess + extract) with an external runner script (see
 docs/benchmarks.md) and scores its picks the same way.  Prints a Markdown report (machine, command, date).
 
---stream latency|throughput|soak|all measures the streaming daemon (`streampick run`) end to end instead:
-latency from a file becoming whole to its picks message arriving at a subscriber (default 20 micrographs,
-one every 5 s), sustained throughput with files arriving faster than the daemon picks (default 60, one
-every 0.1 s), and a soak of 2000 small micrographs with two kill -9 restarts (nothing lost, nothing
-repeated, RSS flat).  --model (one or more) picks the weights, --n and --interval override each mode's
+--stream latency|throughput|soak|finetune|all measures the streaming daemon (`streampick run`) end to end
+instead: latency from a file becoming whole to its picks message arriving at a subscriber (default 20
+micrographs, one every 5 s), sustained throughput with files arriving faster than the daemon picks (default
+60, one every 0.1 s), a soak of 2000 small micrographs with two kill -9 restarts (nothing lost, nothing
+repeated, RSS flat), and latency while a live fine-tuning round runs against idle before and after (3
+phases of 12).  --model (one or more) picks the weights, --n and --interval override each mode's
 defaults.  See streampick/streambench.py and docs/benchmarks.md.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def _add_stream_args(parser: argparse.ArgumentParser) -> None:
     stream = parser.add_argument_group("streaming daemon (--stream)")
-    stream.add_argument("--stream", choices=["latency", "throughput", "soak", "all"],
+    stream.add_argument("--stream", choices=["latency", "throughput", "soak", "finetune", "all"],
                         help="benchmark the streaming daemon end to end instead of the engine")
     stream.add_argument("--model", nargs="+", metavar="MODEL",
                         help="model(s) for --stream (default topaz:resnet8_u32, or untrained resnet8_u32 "

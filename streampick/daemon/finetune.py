@@ -91,6 +91,7 @@ class FineTuner:
         self._shapes: dict[str, tuple[int, int]] = {}
         self._force = False
         self._stopping = False
+        self._cancelled = False
 
     # --------------------------------------------------------------------------------------- scanning
 
@@ -232,8 +233,10 @@ class FineTuner:
         number = self.round
         entry = {"round": number, "time": time.time(), "from": self.progress.get("from"),
                  "labels": self.progress.get("labels"), "micrographs": self.progress.get("micrographs")}
-        if done is None:
-            if self.config["enabled"] and not self._stopping:
+        if self._cancelled:
+            entry.update(state="cancelled", reason="cancelled by the control command cancel-training")
+        elif done is None:
+            if not self._stopping:
                 self._report(f"training round {number} failed: {error}")
             entry.update(state="failed", reason=error)
         else:
@@ -262,6 +265,18 @@ class FineTuner:
         except Exception as err:  # noqa: BLE001 - the history is for display; the round's outcome stands
             log.warning("cannot store the training history: %s", err)
         self._set_state("idle", f"round {number} {entry['state']}: {entry.get('reason')}")
+
+    def cancel(self) -> dict:
+        """The control command ``cancel-training``: stop the running round; its candidate is discarded and
+        its labels count as trained on (change them, or send ``train``, to train again)."""
+        with self.lock:
+            run = self.run
+        if run is None:
+            return {"cancelled": False, "state": self.state}
+        self._cancelled = True
+        run.stop()
+        self._cancelled = False
+        return {"cancelled": True, "round": self.round}
 
     def stop(self) -> None:
         """Stop a running round (daemon shutdown); its candidate is discarded."""

@@ -454,7 +454,8 @@ class Daemon:
                     "set-threshold": lambda: self._set_threshold(request),
                     "replay": lambda: self._replay(request), "reprocess": lambda: self._reprocess(request),
                     "add-labels": lambda: self._add_labels(request), "train": self.finetuner.request_round,
-                    "training": self.finetuner.summary, "shutdown": self._request_shutdown}
+                    "training": self.finetuner.summary, "cancel-training": self.finetuner.cancel,
+                    "shutdown": self._request_shutdown}
         if command not in handlers:
             raise ValueError(f"unknown command {command!r} (known: {', '.join(handlers)})")
         return handlers[command]()
