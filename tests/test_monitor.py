@@ -290,3 +290,41 @@ def test_monitor_curve_keys_need_both_files_and_usable_ones(tmp_path):
                          "--server-public-key", str(tmp_path / "server.key")])
     with pytest.raises(StreampickError, match="missing.key_secret"):
         monitor_command.main(args)
+
+
+def training_message(state: str = "training", **changes) -> dict:
+    message = {"time": T0 + 20, "state": state, "message": "round 2 from mine:1", "round": 2,
+               "progress": {"round": 2, "from": "mine:1", "done": 120, "total": 600, "loss": 0.412,
+                            "epochs": [{"epoch": 0, "ap": 0.211}, {"epoch": 1, "ap": 0.305}]},
+               "labels": {"particles": 240, "negatives": 12, "micrographs": 8},
+               "versions": [{"round": 1, "state": "active", "version": "mine-ft1:mine-ft1-20261125T101010Z",
+                             "start_ap": 0.105, "ap": 0.233}]}
+    message.update(changes)
+    return message
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_training_panel_shows_progress_and_the_ap_of_each_version(busy_state, width):
+    assert "Training" not in frame(busy_state, T0 + 10.4, width)  # nothing until labels or a round
+    busy_state.update("training", training_message(), T0 + 20)
+    text = frame(busy_state, T0 + 20.2, width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    for expected in ("Training", "240 particles · 12 junk on 8 micrographs", "120/600", "loss 0.412",
+                     "held-out AP 0.305", "active", "AP 0.105 → 0.233", "mine-ft1"):
+        assert expected in text, f"{expected!r} missing at width {width}:\n{text}"
+    done = training_message("idle", progress=None, message="round 2 rejected: no better",
+                            versions=[*training_message()["versions"],
+                                      {"round": 2, "state": "rejected", "start_ap": 0.233, "ap": 0.221}])
+    busy_state.update("stats", stats_message(training=done), T0 + 30)  # stats carry it too
+    text = frame(busy_state, T0 + 30.2, width)
+    assert "rejected" in text and "AP 0.233 → 0.221" in text and "round 2 rejected" in text
+
+
+def test_background_repicks_are_counted_apart_from_the_live_history(busy_state):
+    before = len(busy_state.history)
+    message = picks_message(6, [2.0, 1.0], key="sha256-1:mine-ft1:0")
+    message["repick"] = True
+    busy_state.update("picks", message, T0 + 30)
+    assert len(busy_state.history) == before and busy_state.repicks == 1 and busy_state.results == 4
+    busy_state.update("training", training_message("idle", progress=None), T0 + 31)
+    assert "1 re-picked" in frame(busy_state, T0 + 31, 100)
