@@ -26,6 +26,11 @@ class PickerNet(nn.Module):
     def forward(self, x: torch.Tensor, dense: bool = False, out_stride: int | None = None) -> torch.Tensor:
         """Logits of ``x`` (N, 1, H, W) at output stride ``out_stride``: 1 (= ``dense``), the network's own
         stride (default: strided), or a divisor between (layers past it run dilated instead of strided)."""
+        return self.classifier(self.embed(x, dense, out_stride))
+
+    def embed(self, x: torch.Tensor, dense: bool = False, out_stride: int | None = None) -> torch.Tensor:
+        """The feature map the classifier reads, (N, n_features, h, w), on the same grid as :meth:`forward`;
+        a ``width`` × ``width`` crop gives one feature vector (h = w = 1)."""
         target = 1 if dense else (out_stride or self.stride)
         taken, fill = 1, None
         for layer in self.features:
@@ -36,7 +41,7 @@ class PickerNet(nn.Module):
                 taken *= layer.stride
             else:
                 fill *= layer.stride
-        return self.classifier(x)
+        return x
 
 
 def _receptive_field(layers: list[nn.Module]) -> tuple[int, int]:

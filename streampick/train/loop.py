@@ -8,7 +8,9 @@ radius = half the particle diameter) and measures the **particle-level** average
 labels (greedy matching within half the particle diameter, :func:`~streampick.evaluate.evaluate_sets`), or
 against a separate, more complete reference when one is given.  The weights with the best held-out AP are
 kept (the starting weights too: fine-tuning that does not help returns the start model); without held-out
-micrographs the last epoch's weights are kept.
+micrographs the last epoch's weights are kept.  With ``TrainOptions.autoencoder`` W > 0 a training-only decoder
+(:mod:`~streampick.train.autoencoder`) adds W × the crops' reconstruction error to the loss; it is not part of
+the returned model.
 
 Splits are by micrograph (:func:`split_micrographs`, :func:`k_folds`); only labelled micrographs are ever
 held out.  :func:`cross_validate` trains one model per fold, reports the mean ± sd of the folds' best APs,
@@ -36,6 +38,7 @@ from ..evaluate import evaluate_sets
 from ..nets.checkpoint import Model
 from ..pick import Length, PickSettings, score_and_extract
 from ..picks import Picks
+from .autoencoder import CropDecoder, build_decoder, reconstruction_error
 from .data import NEGATIVE, POSITIVE, UNLABELLED, LabelledMicrograph, label_map
 from .objectives import OBJECTIVES, objective_loss, positive_fraction, unlabelled_positive_fraction
 from .sampler import CropSampler
@@ -58,6 +61,7 @@ class TrainOptions:
     max_angle: float = 0.0  # further random rotation within ± this many degrees
     precision: str = "auto"  # float32, bfloat16, or auto: bfloat16 where native (same AP, ~2x faster on CPU)
     seed: int = 0
+    autoencoder: float = 0.0  # weight of the crop-reconstruction MSE (train.autoencoder); 0: no decoder at all
 
 
 @dataclass(frozen=True)
@@ -71,14 +75,17 @@ class Prior:
 
 @dataclass
 class EpochRecord:
-    """One epoch's summary: mean reported loss, held-out AP (None without held-out references), and the wall
-    time of its updates plus its evaluation.  Epoch 0 is the starting model, before any update."""
+    """One epoch's summary: mean reported loss (with the autoencoder, the PU loss + W × reconstruction MSE),
+    held-out AP (None without held-out references), the wall time of its updates plus its evaluation, and
+    the mean reconstruction MSE (None without the autoencoder).  Epoch 0 is the starting model, before any
+    update."""
 
     epoch: int
     steps: int
     loss: float | None
     ap: float | None
     seconds: float
+    reconstruction: float | None = None
 
 
 @dataclass
@@ -94,9 +101,12 @@ class TrainResult:
 
     def metrics(self) -> dict:
         """The history as a JSON-ready dict for the model card."""
-        return {"held_out_ap": [r.ap for r in self.history], "loss": [r.loss for r in self.history],
-                "epoch_seconds": [round(r.seconds, 2) for r in self.history], "best_epoch": self.best_epoch,
-                "best_ap": self.best_ap, "seconds_per_step": round(self.seconds_per_step, 4)}
+        metrics = {"held_out_ap": [r.ap for r in self.history], "loss": [r.loss for r in self.history],
+                   "epoch_seconds": [round(r.seconds, 2) for r in self.history], "best_epoch": self.best_epoch,
+                   "best_ap": self.best_ap, "seconds_per_step": round(self.seconds_per_step, 4)}
+        if any(r.reconstruction is not None for r in self.history):
+            metrics["reconstruction_mse"] = [r.reconstruction for r in self.history]
+        return metrics
 
 
 @dataclass
@@ -203,6 +213,10 @@ def train(model: Model, train_set: Sequence[LabelledMicrograph], test_set: Seque
     dtype = scoring_dtype(device, options.precision)
     sampler = make_sampler(net, train_set, options)
     optimizer = torch.optim.Adam(net.parameters(), lr=options.lr)
+    decoder = None
+    if options.autoencoder > 0:  # training-only: beside the net, never in it (nor in its checkpoint)
+        decoder = build_decoder(net, options.seed).train()
+        optimizer.add_param_group({"params": list(decoder.parameters())})
     evaluate = functools.partial(held_out_ap, model, test_set, particle_diameter, reference)
     start = time.perf_counter()
     history = [EpochRecord(0, 0, None, evaluate(), time.perf_counter() - start)]
@@ -212,14 +226,17 @@ def train(model: Model, train_set: Sequence[LabelledMicrograph], test_set: Seque
     step_seconds: list[float] = []
     net.train()
     for epoch in range(1, options.epochs + 1):
-        start, losses = time.perf_counter(), []
+        start, losses, errors = time.perf_counter(), [], []
         for step in range(options.steps):
-            losses.append(_step(net, sampler, optimizer, options, prior, device, dtype))
-            callbacks.step((epoch - 1) * options.steps + step + 1, losses[-1])
+            loss, error = _step(net, sampler, optimizer, options, prior, device, dtype, decoder)
+            losses.append(loss)
+            if error is not None:
+                errors.append(error)
+            callbacks.step((epoch - 1) * options.steps + step + 1, loss)
         step_seconds.append((time.perf_counter() - start) / max(options.steps, 1))
         ap = evaluate()
         history.append(EpochRecord(epoch, options.steps, float(np.mean(losses)) if losses else None, ap,
-                                   time.perf_counter() - start))
+                                   time.perf_counter() - start, float(np.mean(errors)) if errors else None))
         callbacks.epoch(history[-1])
         best.offer(ap, epoch, model)
     if best.model is None:  # nothing held out: keep the last weights
@@ -248,19 +265,31 @@ def _snapshot(model: Model) -> Model:
 
 
 def _step(net: torch.nn.Module, sampler: CropSampler, optimizer: torch.optim.Optimizer, options: TrainOptions,
-          prior: Prior, device: torch.device, dtype: torch.dtype) -> float:
-    """One update on one minibatch; returns the reported loss."""
+          prior: Prior, device: torch.device, dtype: torch.dtype, decoder: CropDecoder | None = None
+          ) -> tuple[float, float | None]:
+    """One update on one minibatch; returns the reported loss (+ W × reconstruction MSE with a decoder) and
+    the reconstruction MSE (None without a decoder)."""
     batch = sampler.sample(options.batch_size)
     crops, kind = batch.crops.to(device), batch.kind.to(device)
     with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
-        logits = net(crops).flatten(1)[:, 0].float()  # the receptive-field crop gives one output pixel
+        if decoder is None:
+            logits = net(crops).flatten(1)[:, 0].float()  # the receptive-field crop gives one output pixel
+        else:
+            features = net.embed(crops)
+            logits = net.classifier(features).flatten(1)[:, 0].float()
+            error = reconstruction_error(decoder, features, crops)
     loss = objective_loss(options.objective, logits[kind == POSITIVE], logits[kind == UNLABELLED],
                           logits[kind == NEGATIVE], pi=prior.pi, pi_u=prior.pi_u, slack=options.slack,
                           negative_weight=options.negative_weight)
+    backward, report, reconstruction = loss.backward, float(loss.report), None
+    if decoder is not None:
+        backward = backward + options.autoencoder * error
+        reconstruction = float(error.detach())
+        report += options.autoencoder * reconstruction
     optimizer.zero_grad(set_to_none=True)
-    loss.backward.backward()
+    backward.backward()
     optimizer.step()
-    return float(loss.report)
+    return report, reconstruction
 
 
 # ---------------------------------------------------------------------------------------------- splits
