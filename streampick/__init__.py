@@ -21,6 +21,7 @@ _EXPORTS = {
     "read_micrograph": "streampick.io.micrograph",
     "Micrograph": "streampick.io.micrograph",
     "load_model": "streampick.nets.checkpoint",
+    "prepare_for_inference": "streampick.nets.checkpoint",
     "pick_micrograph": "streampick.pick",
     "Picks": "streampick.picks",
     "StreampickError": "streampick.errors",

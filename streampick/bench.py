@@ -93,12 +93,13 @@ def run_engine(config: BenchConfig, paths: list[str], out_dir: str) -> dict:
 def _load_or_random(spec: str, device):
     """A named model, or ``random:resnet16_u64`` (untrained weights: same speed, meaningless picks)."""
     from .nets.architectures import build
-    from .nets.checkpoint import Model, ModelCard, load_model
+    from .nets.checkpoint import Model, ModelCard, load_model, prepare_for_inference
 
     if spec.startswith("random:"):
         architecture, units = spec.split(":", 1)[1].split("_u")
-        net = build(architecture, int(units)).to(device).eval()
-        return Model(net, ModelCard(name=spec, architecture=architecture, units=int(units)))
+        net = build(architecture, int(units))
+        return prepare_for_inference(Model(net, ModelCard(name=spec, architecture=architecture, units=int(units))),
+                                     device)
     return load_model(spec, device)
 
 

@@ -9,7 +9,9 @@ Two modes from the same weights:
 * dense (``dense=True``): every stride becomes a dilation ("filled", as Topaz scores), ~8-18× the compute.
 
 The image is padded once by half the receptive field with zeros (the normalized background mean), so map
-pixel ``(y, x)`` scores the image pixel ``(y, x)``.
+pixel ``(y, x)`` scores the image pixel ``(y, x)``, and handed to the network in the memory format of its
+weights.  Choosing that format is not done here: :func:`~streampick.nets.checkpoint.prepare_for_inference`
+(called by ``load_model``) makes a model's weights channels_last on a CPU, once.
 """
 from __future__ import annotations
 
@@ -19,12 +21,17 @@ import torch.nn.functional as F
 from .nets.architectures import PickerNet
 
 
-def _prepare_net(net: PickerNet, device: torch.device) -> PickerNet:
-    # channels_last is markedly faster for oneDNN convolutions on CPU (~1.4x on resnet16_u64); convert once
-    first = net.features[0].conv.weight
-    if device.type == "cpu" and not first.is_contiguous(memory_format=torch.channels_last):
-        net = net.to(memory_format=torch.channels_last)
-    return net
+def memory_format(net: torch.nn.Module) -> torch.memory_format:
+    """The memory format of ``net``'s convolution weights: ``torch.channels_last`` after
+    :func:`~streampick.nets.checkpoint.prepare_for_inference` on a CPU, else ``torch.contiguous_format``.
+
+    Judged on the first 4-D weight with more than one input channel and a kernel larger than 1×1 (for the
+    others, e.g. the 1-channel first convolution, both formats are the same strides)."""
+    for weight in net.parameters():
+        if weight.dim() == 4 and weight.shape[1] > 1 and weight.shape[2] * weight.shape[3] > 1:
+            channels_last = weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+            return torch.channels_last if channels_last else torch.contiguous_format
+    return torch.contiguous_format
 
 
 def score_batch(net: PickerNet, images: torch.Tensor, *, dense: bool = False,
@@ -32,7 +39,9 @@ def score_batch(net: PickerNet, images: torch.Tensor, *, dense: bool = False,
     """Logit maps for a batch of normalized images of one shape.
 
     Args:
-        net: the picker network (eval mode), on the same device as ``images``.
+        net: the picker network (eval mode), on the same device as ``images``; it is not modified.  Prepare it
+            once with :func:`~streampick.nets.checkpoint.prepare_for_inference` (``load_model`` does) to score
+            at full speed on a CPU.
         images: (B, H, W) float32 normalized micrographs at the working scale.
         dense: score every pixel exactly instead of strided + interpolated.
         out_stride: score every ``out_stride``-th pixel exactly (a divisor of the network's stride) and
@@ -46,10 +55,8 @@ def score_batch(net: PickerNet, images: torch.Tensor, *, dense: bool = False,
         raise ValueError(f"expected (B, H, W) images, got shape {tuple(images.shape)}")
     height, width = images.shape[-2:]
     pad = net.width // 2
-    x = F.pad(images.unsqueeze(1), (pad, pad, pad, pad))
-    net = _prepare_net(net, images.device)
-    if images.device.type == "cpu":
-        x = x.contiguous(memory_format=torch.channels_last)
+    # the image in the weights' memory format (channels_last once prepared for a CPU); the net is not changed
+    x = F.pad(images.unsqueeze(1), (pad, pad, pad, pad)).contiguous(memory_format=memory_format(net))
     step = 1 if dense else (out_stride or net.stride)
     low_precision = dtype != torch.float32
     with torch.inference_mode(), torch.autocast(images.device.type, dtype=dtype, enabled=low_precision):

@@ -94,3 +94,24 @@ def test_topaz_pretrained_resolves_without_importing_topaz(topaz_model_path):
     model = load_model("topaz:resnet16_u64")
     assert model.card.architecture == "resnet16" and model.card.units == 64
     assert "topaz" not in sys.modules
+
+
+def test_load_model_prepares_for_cpu_scoring_and_scoring_changes_no_network(tmp_path):
+    from streampick.score import memory_format, score_batch
+
+    torch.manual_seed(3)
+    net = build("resnet8", 32).eval()
+    save_model(tmp_path / "m.pt", Model(net, ModelCard(name="m", architecture="resnet8", units=32)))
+    loaded = load_model(tmp_path / "m.pt")
+    assert memory_format(loaded.net) == torch.channels_last and not loaded.net.training
+    assert memory_format(net) == torch.contiguous_format
+    images = torch.randn(2, 150, 130)
+    for candidate in (net, loaded.net):
+        strides = {k: v.stride() for k, v in candidate.state_dict().items()}
+        before = memory_format(candidate)
+        for dtype in (torch.float32, torch.bfloat16):
+            score_batch(candidate, images, dtype=dtype)
+            score_batch(candidate, images, dense=True, dtype=dtype)
+        assert {k: v.stride() for k, v in candidate.state_dict().items()} == strides
+        assert memory_format(candidate) == before
+    torch.testing.assert_close(score_batch(loaded.net, images), score_batch(net, images), atol=1e-4, rtol=1e-3)

@@ -89,3 +89,25 @@ def test_every_objective_trains_with_negatives_and_is_deterministic(sim, objecti
         losses.append(result.history[1].loss)
         assert result.history[1].ap is not None
     assert losses[0] == losses[1] and losses[0] == losses[0]  # same seed, same losses; not NaN
+
+
+def test_training_runs_contiguous_and_evaluation_leaves_the_model_alone(sim):
+    from streampick.nets import prepare_for_inference
+    from streampick.score import memory_format
+    from streampick.train.loop import held_out_ap
+
+    data = load_training_data(sorted((sim / "micrographs").glob("*.mrc")), [sim / "labels.txt"],
+                              target_pixel_size=8.0)
+    train_set, test_set = split_micrographs(data, test_names=["sim_0003"])
+    torch.manual_seed(0)
+    model = Model(build("resnet8", 32).train(), ModelCard(name="t", architecture="resnet8", units=32))
+    strides = {k: v.stride() for k, v in model.net.state_dict().items()}
+    ap = held_out_ap(model, test_set, 150.0)
+    assert ap is not None and model.net.training  # scored a prepared copy: the net is as it was
+    assert {k: v.stride() for k, v in model.net.state_dict().items()} == strides
+    assert held_out_ap(prepare_for_inference(model), test_set, 150.0) == pytest.approx(ap, abs=0.02)
+    assert memory_format(model.net) == torch.channels_last  # as load_model gives it on a CPU
+    result = train(model, train_set, test_set, TrainOptions(epochs=1, steps=1, batch_size=8), expected_particles=50,
+                   particle_diameter=150.0, from_scratch=True)
+    assert memory_format(model.net) == torch.contiguous_format  # trained contiguous (bf16 training is faster so)
+    assert memory_format(result.model.net) == torch.contiguous_format and not result.model.net.training

