@@ -90,6 +90,7 @@ class FineTuner:
         self._reported: dict[str, None] = {}
         self._shapes: dict[str, tuple[int, int]] = {}
         self._force = False
+        self._attempted_digest: str | None = None
         self._stopping = False
         self._cancelled = False
 
@@ -105,10 +106,13 @@ class FineTuner:
             busy = self.run is not None
         if busy or self.labels is None:
             return
-        changed = self.labels.digest() != self.trained_digest and bool(self.labels.micrographs)
+        digest = self.labels.digest()
+        # labels not yet trained on, and not already found wanting (too few micrographs, no π): try once each
+        changed = digest not in (self.trained_digest, self._attempted_digest) and bool(self.labels.micrographs)
         settled = now - self._changed_at >= self.config["settle_seconds"]
         if (self._force or (changed and self.config["auto"])) and settled:
             self._force = False
+            self._attempted_digest = digest
             self.start_round()
 
     def _scan(self, now: float) -> None:
