@@ -234,7 +234,9 @@ def fit_gmm(values: torch.Tensor | np.ndarray) -> GMMFit:
     Falls back to median and 1.4826·MAD (or the std where the MAD is 0), with ``method="affine-fallback"``
     and ``minor_weight=0``, when values are not all finite, when fewer than :data:`MIN_LEVELS` histogram bins
     are occupied (a quantized image: EM would collapse onto a level), or when the fitted σ is not finite or
-    narrower than two bins.
+    narrower than two bins.  For a quantized image the median and MAD are taken of the values spread evenly
+    over their quantization step (see :func:`_quantized_fit`): with more than half the pixels on one grey
+    level the plain MAD is 0, and the std that would replace it is inflated by carbon and contamination.
 
     Args:
         values: pixel values, any shape (flattened); tensor on any device or numpy array.
@@ -251,7 +253,7 @@ def fit_gmm(values: torch.Tensor | np.ndarray) -> GMMFit:
         return _affine_fit(x[finite])
     hist = _histogram(x)
     if hist is None or np.count_nonzero(hist.counts) < MIN_LEVELS:
-        return _affine_fit(x)
+        return _quantized_fit(x)
     fit = _best_fit(hist)
     if not (math.isfinite(fit.std) and fit.std > 2 * hist.width and math.isfinite(fit.mean)):
         return _affine_fit(x)
@@ -287,6 +289,32 @@ def _affine_fit(x: np.ndarray) -> GMMFit:
         scale = float(np.std(x))
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError("cannot normalize: all finite pixels of the image have the same value")
+    return GMMFit(median, scale, median, 0.0, math.nan, 0, "affine-fallback")
+
+
+_GOLDEN = (math.sqrt(5) - 1) / 2
+
+
+def _quantized_fit(x: np.ndarray) -> GMMFit:
+    """Median and 1.4826·MAD of a quantized image, its values spread over their quantization step.
+
+    Each value (every 7th of a large image) is spread over ``[v - step/2, v + step/2)`` by a fixed
+    low-discrepancy sequence (the golden-ratio sequence: deterministic, no random state), ``step`` being the
+    smallest gap between its grey levels.  This estimates the median and MAD of the continuous image that was
+    quantized, which the plain MAD cannot once most pixels share a level (it is then 0).  An image with one
+    level only falls back to :func:`_affine_fit` (which refuses it).
+    """
+    sample = x[::_RANGE_STRIDE] if x.size > _CHUNK_ELEMENTS else x
+    levels = np.unique(sample)
+    if levels.size < 2:
+        return _affine_fit(x)
+    step = float(np.min(np.diff(levels.astype(np.float64))))
+    spread = ((np.arange(sample.size, dtype=np.float64) * _GOLDEN) % 1.0 - 0.5) * step
+    values = sample.astype(np.float64) + spread
+    median = float(np.median(values))
+    scale = _MAD_TO_STD * float(np.median(np.abs(values - median)))
+    if not (math.isfinite(scale) and scale > 0):
+        return _affine_fit(x)
     return GMMFit(median, scale, median, 0.0, math.nan, 0, "affine-fallback")
 
 

@@ -167,10 +167,14 @@ def test_a_ready_file_touched_again_is_tracked_again(tmp_path, clock, mrc_bytes)
     assert checker.poll().ready == [mic]
 
 
-@pytest.mark.parametrize("name", ["mic.tif", "mic.tiff", "movie.eer"])
-def test_other_files_are_ready_on_size_stability_alone(tmp_path, clock, name):
+@pytest.mark.parametrize("name, content", [("movie.eer", b"II*\0 an EER is refused unread"),
+                                           ("mic.tif", b"garbage, not a TIFF at all"),
+                                           ("mic.png", b"garbage, not a PNG at all")])
+def test_other_files_are_ready_on_size_stability_alone(tmp_path, clock, name, content):
+    """Files whose end cannot be checked (EER, garbage under an image name) are ready once their size settles;
+    TIFF, PNG and JPEG files with their signature must also have their end (tests/test_image_formats.py)."""
     path = tmp_path / name
-    path.write_bytes(b"II*\0 not an MRC")
+    path.write_bytes(content)
     checker = tracker(clock)
     checker.touch(path)
     checker.poll()

@@ -5,8 +5,9 @@ written in place over many seconds (header first, data appended in chunks), copi
 temporary name and renamed (the final name then appears whole at once).  :class:`CompletenessTracker`
 turns that stream of paths into three kinds of news, returned by :meth:`CompletenessTracker.poll`:
 
-* **ready**: the file is whole (for MRC files: exactly as long as its header promises) and its size and
-  modification time have not changed for ``settle_seconds``;
+* **ready**: the file is whole (for MRC files: as long as its header promises; for TIFF, PNG and JPEG,
+  which promise no size, its end is there: see :func:`~streampick.io.micrograph.micrograph_is_settled_whole`)
+  and its size and modification time have not changed for ``settle_seconds``;
 * **given up**: the file has stayed not whole for ``give_up_seconds`` since its last change, reported
   once with a one-line reason (a write that keeps progressing, however slowly, is never given up);
 * **vanished**: the file is gone (a temporary file renamed away is normal).
@@ -30,7 +31,8 @@ from pathlib import Path
 import mrcfile
 from mrcfile.utils import dtype_from_mode
 
-from streampick.io.micrograph import mrc_is_settled_whole
+from streampick.io import images
+from streampick.io.micrograph import micrograph_format, micrograph_is_settled_whole
 
 _MRC_SUFFIXES = frozenset({".mrc", ".mrcs"})
 _HEADER_BYTES = 1024
@@ -42,18 +44,19 @@ Signature = tuple[int, int]  # (size in bytes, mtime in ns)
 
 
 def default_is_whole(path: Path) -> bool:
-    """The default wholeness test: header-promised size for MRC files, nothing more for other files.
+    """The default wholeness test, for every micrograph format streampick reads.
 
     Args:
         path: The file to test.
 
     Returns:
-        ``mrc_is_settled_whole(path)`` for ``.mrc`` and ``.mrcs`` names (any case); True for every other name,
-        whose completeness is then judged by size stability alone.
+        For MRC (told by the signature, else the suffix): at least as long as its header promises.  For TIFF,
+        PNG and JPEG, which promise no size in a header, their end is present (TIFF's data extents within the
+        file, PNG's ``IEND`` chunk, JPEG's end-of-image marker); together with the settled size and mtime that
+        the tracker requires first.  A file with blank first bytes is not whole; garbage is (reading reports
+        it once).
     """
-    if Path(path).suffix.lower() in _MRC_SUFFIXES:
-        return mrc_is_settled_whole(path)
-    return True
+    return micrograph_is_settled_whole(path)
 
 
 @dataclass
@@ -205,12 +208,26 @@ class CompletenessTracker:
 def _never_whole_reason(path: Path, size: int, seconds: float) -> str:
     """One line saying why a file is given up on."""
     after = f"after {seconds:g} s without a change"
-    if path.suffix.lower() not in _MRC_SUFFIXES:
+    kind = micrograph_format(path)
+    if kind != "mrc":
+        name = images.FORMAT_NAMES.get(kind, kind)
+        return f"{path}: never became a whole {name} ({images.never_whole_reason(path, kind)}; file has {size} " \
+               f"bytes) {after}"
+    if path.suffix.lower() not in _MRC_SUFFIXES and not _looks_like_mrc(path):
         return f"{path}: never became whole (file has {size} bytes) {after}"
     promised = _promised_size(path)
     if promised is None:
         return f"{path}: never became a whole MRC (no readable MRC header; file has {size} bytes) {after}"
     return f"{path}: never became a whole MRC (header promises {promised} bytes, file has {size}) {after}"
+
+
+def _looks_like_mrc(path: Path) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            stream.seek(208)
+            return stream.read(3) == b"MAP"
+    except OSError:
+        return False
 
 
 def _promised_size(path: Path) -> int | None:

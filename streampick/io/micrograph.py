@@ -1,13 +1,21 @@
 """Reading motion-corrected micrographs: the first step of every pick, in the CLI and in the daemon.
 
-A micrograph is a single-section MRC file.  :func:`read_micrograph` returns it as a 2-D float32 array
-(row = y, column = x) with its pixel size, or raises a :class:`~streampick.errors.MicrographError` whose
-one-line message names the file and the fault.  A file shorter than its header promises raises
+A micrograph is one motion-corrected sum: a single-section MRC file (``.mrc``, ``.mrcs``), or a single-image
+TIFF, PNG or JPEG (:mod:`streampick.io.images`).  :func:`read_micrograph` is the one entry point: it tells the
+format by the file's signature (else its suffix), and returns the image as a 2-D float32 array (row = y,
+column = x) with its pixel size, or raises a :class:`~streampick.errors.MicrographError` whose one-line
+message names the file and the fault.  A file shorter than its header promises raises
 :class:`~streampick.errors.IncompleteMicrographError` (it may still be being written: wait and retry);
 every other fault of the file raises :class:`~streampick.errors.CorruptMicrographError` (report once).
-:func:`mrc_is_complete` is the cheap size test the daemon runs before reading.
+Movie stacks (MRC with several sections, multi-page TIFF, EER) are refused: streampick picks sums.
+:func:`micrograph_shape` reads the shape from the header alone; :func:`micrograph_is_settled_whole` is the
+daemon's wholeness test for every format, and :func:`mrc_is_complete` the cheap MRC size test.
 
-The header is decoded with mrcfile's own header dtype and mode table.  The data block is then mapped (or
+Pixel size: an MRC header's (warned about, once per file, when it is 1.0 Å, a common placeholder), or the
+one the caller gives, which overrides it.  TIFF, PNG and JPEG files carry none that can be trusted: without
+one given they are refused, with a message naming ``--pixel-size`` and ``picking.pixel_size``.
+
+The MRC header is decoded with mrcfile's own header dtype and mode table.  The data block is then mapped (or
 read) with numpy at the offset the header names, rather than through ``mrcfile.mmap(permissive=True)``:
 in permissive mode mrcfile reports what it finds as ``RuntimeWarning`` (errors under our test settings,
 and silencing them needs ``warnings.catch_warnings``, which is not thread-safe), and by then every fact
@@ -15,7 +23,9 @@ it would check has been checked here.
 """
 from __future__ import annotations
 
+import logging
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -25,11 +35,17 @@ from mrcfile.dtypes import HEADER_DTYPE
 from mrcfile.utils import byte_order_from_machine_stamp, dtype_from_mode
 
 from streampick.errors import CorruptMicrographError, IncompleteMicrographError, MicrographError
+from streampick.io import images
+from streampick.io.images import MOVIE_HINT, detect_format
+
+log = logging.getLogger(__name__)
 
 _HEADER_BYTES = HEADER_DTYPE.itemsize  # 1024
 _MAP_ID_END = HEADER_DTYPE.fields["map"][1] + 3  # the "MAP" of "MAP " at byte 208
-_MIN_DIM = 16
-_MAX_DIM = 32768
+_MIN_DIM = images.MIN_DIM
+_MAX_DIM = images.MAX_DIM
+_PLACEHOLDER_PIXEL_SIZE = 1.0  # what many programs write when they do not know the pixel size
+_PIXEL_SIZE_HINT = "pass the pixel size with --pixel-size or picking.pixel_size in the config"
 _SUPPORTED_MODES = (0, 1, 2, 6, 12)  # int8, int16, float32, uint16, float16
 # Bytes per voxel of every mode whose size we know, supported or not, so that a whole file in an
 # unsupported mode counts as complete (and is then reported once as corrupt, not waited on forever).
@@ -77,29 +93,40 @@ class _Header:
 
 
 def read_micrograph(path: str | Path, pixel_size: float | None = None, *, mmap: bool = True) -> Micrograph:
-    """Read a single-section MRC micrograph as float32 and check that it is usable.
+    """Read a micrograph (MRC, TIFF, PNG or JPEG) as float32 and check that it is usable.
 
     Args:
-        path: The MRC file (modes 0 int8, 1 int16, 2 float32, 6 uint16, 12 float16; 2-D, or 3-D with one
-            section).
-        pixel_size: Pixel size in Å; overrides the header's when given.
-        mmap: Map the file rather than read it.  A native-endian float32 file is then returned without a
+        path: The micrograph: an MRC file (modes 0 int8, 1 int16, 2 float32, 6 uint16, 12 float16; 2-D, or
+            3-D with one section), or a single-image TIFF, PNG or JPEG (see :mod:`streampick.io.images`).
+            The format is told by the file's signature, else by its suffix.
+        pixel_size: Pixel size in Å; overrides the MRC header's when given, and is needed for TIFF, PNG and
+            JPEG.
+        mmap: Map an MRC file rather than read it.  A native-endian float32 file is then returned without a
             copy; other modes are converted to float32 either way.
 
     Returns:
-        The :class:`Micrograph`, with ``data`` of shape ``(ny, nx)``.
+        The :class:`Micrograph`, with ``data`` of shape ``(height, width)``.
 
     Raises:
         ValueError: ``pixel_size`` is given and is not a positive finite number.
-        IncompleteMicrographError: The file is empty or shorter than its header promises.
-        CorruptMicrographError: Not an MRC file, unsupported mode, more than one section, absurd
-            dimensions, longer than its header promises, no pixel size in the header and none given,
+        IncompleteMicrographError: The file is empty or shorter than its MRC header promises.
+        CorruptMicrographError: Not a micrograph file, a movie stack, unsupported mode or pixel type, absurd
+            dimensions, longer than its header promises, no pixel size in the file and none given,
             NaN or infinite pixels, or a constant image.
         MicrographError: The file is missing or cannot be read.
     """
     path = Path(path)
     if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
         raise ValueError(f"pixel_size must be a positive number of Å, got {pixel_size!r}")
+    kind = micrograph_format(path)
+    if kind != "mrc":
+        if pixel_size is None and kind != "eer":
+            images.image_shape(path, kind)  # a file that is no micrograph at all is reported as such first
+            raise CorruptMicrographError(
+                path, f"{images.FORMAT_NAMES[kind]} files carry no pixel size; {_PIXEL_SIZE_HINT}")
+        data = _as_float32(images.read_image(path, kind))
+        _check_pixels(path, data)
+        return Micrograph(path=path, data=data, pixel_size=float(pixel_size))
     with _open(path) as stream:
         size = _file_size(path, stream)
         header = _read_header(path, stream, size)
@@ -112,19 +139,47 @@ def read_micrograph(path: str | Path, pixel_size: float | None = None, *, mmap: 
     return Micrograph(path=path, data=data, pixel_size=float(pixel_size))
 
 
+def micrograph_format(path: str | Path) -> str:
+    """``mrc``, ``tiff``, ``png``, ``jpeg`` or ``eer``: by the file's first bytes, else by its suffix.
+
+    A missing or unreadable file is told by its suffix (reading it then reports the fault).
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(16)
+    except OSError:
+        head = b""
+    return detect_format(path, head)
+
+
 def micrograph_shape(path: str | Path) -> tuple[int, int]:
     """The ``(height, width)`` of a micrograph from its header alone (checked as :func:`read_micrograph`
-    checks it, without reading the pixels).
+    checks it, without reading the pixels), for every format :func:`read_micrograph` reads.
 
     Raises:
         MicrographError: as :func:`read_micrograph`, for the header's faults.
     """
     path = Path(path)
+    kind = micrograph_format(path)
+    if kind != "mrc":
+        return images.image_shape(path, kind)
     with _open(path) as stream:
         size = _file_size(path, stream)
         header = _read_header(path, stream, size)
         _check_header(path, header, size)
     return header.ny, header.nx
+
+
+def micrograph_is_settled_whole(path: str | Path) -> bool:
+    """The daemon's wholeness test, for every format: :func:`mrc_is_settled_whole` for MRC; for TIFF, PNG and
+    JPEG, which promise no size in a header, the end of the file is checked instead
+    (:func:`streampick.io.images.is_settled_whole`).  Called once the file's size and mtime have settled."""
+    path = Path(path)
+    kind = micrograph_format(path)
+    if kind == "mrc":
+        return mrc_is_settled_whole(path)
+    return images.is_settled_whole(path, kind)
 
 
 def mrc_is_complete(path: str | Path) -> bool:
@@ -258,8 +313,7 @@ def _check_header(path: Path, header: _Header, size: int) -> None:
             "6 uint16, 12 float16)")
     if header.nz > 1:
         raise CorruptMicrographError(
-            path, f"{header.nz} sections (a movie stack or volume); streampick picks single "
-            "motion-corrected sums")
+            path, f"{header.nz} sections (a movie stack or volume); {MOVIE_HINT}")
     if not (_MIN_DIM <= header.nx <= _MAX_DIM and _MIN_DIM <= header.ny <= _MAX_DIM and header.nz == 1):
         raise CorruptMicrographError(
             path, f"absurd dimensions nx={header.nx} ny={header.ny} nz={header.nz} "
@@ -279,9 +333,25 @@ def _check_header(path: Path, header: _Header, size: int) -> None:
 
 def _header_pixel_size(path: Path, header: _Header) -> float:
     if header.pixel_size <= 0:
-        raise CorruptMicrographError(
-            path, "header gives no pixel size (0 Å); pass the pixel size explicitly")
+        raise CorruptMicrographError(path, f"MRC header gives no pixel size (0 Å); {_PIXEL_SIZE_HINT}")
+    if header.pixel_size == _PLACEHOLDER_PIXEL_SIZE:
+        _warn_once(path, f"{path}: MRC header pixel size is 1.0 Å, often a placeholder for 'unknown'; "
+                         f"if that is not the real one, {_PIXEL_SIZE_HINT}")
     return header.pixel_size
+
+
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
+
+def _warn_once(path: Path, message: str) -> None:
+    """Log ``message`` as a warning the first time it is said of ``path`` in this process."""
+    key = os.path.abspath(path)
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    log.warning("%s", message)
 
 
 def _read_data(path: Path, stream: BinaryIO, header: _Header, mmap: bool) -> np.ndarray:
