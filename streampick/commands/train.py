@@ -4,10 +4,12 @@ Positive-unlabeled learning (Bepler et al. 2019; objectives GE-binomial (default
 labelled centre marks a disk of --radius working pixels as particle, every other pixel is unlabelled, and the
 network learns from receptive-field crops, with π = expected particles per micrograph × disk pixels /
 micrograph pixels.  Micrographs are downsampled and normalized once, as `streampick pick` does, at
---target-pixel-size (or --downsample).  Labels: RELION STAR (per micrograph or combined), Topaz tables, EMAN
-.box or CSV, matched to micrographs by name; --negatives adds junk picks (ice, carbon edge, aggregates) as
-labelled negatives.  Faulty label files, unknown micrographs and coordinates outside the image are reported
-and skipped.
+--target-pixel-size (or --downsample).  Micrographs: MRC, or single-image TIFF, PNG or JPEG (these need
+--pixel-size).  Labels: RELION STAR (3.0 or 3.1+, per micrograph or combined), cryoSPARC .cs, crYOLO .cbox,
+EMAN/crYOLO .box, Topaz tables or CSV with an x/y header, matched to micrographs by name (extra suffixes and
+dots allowed: May08_03.15.02.csv labels May08_03.15.02.bin_avg.png); --flip-y for labels whose y runs the
+other way; --negatives adds junk picks (ice, carbon edge, aggregates) as labelled negatives.  Faulty label
+files, unknown micrographs and coordinates outside the image are reported and skipped.
 
 Held-out micrographs (--test-fraction, --test-micrographs, or --k-fold K) are picked after each epoch and
 the particle-level AP against their labels (or --test-reference) is reported; the best epoch's weights are
@@ -35,16 +37,22 @@ log = logging.getLogger(__name__)
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
-    data.add_argument("--micrographs", nargs="+", type=Path, required=True, metavar="MRC", help="micrographs")
+    data.add_argument("--micrographs", nargs="+", type=Path, required=True, metavar="IMAGE",
+                      help="micrographs: MRC, or single-image TIFF, PNG, JPEG (with --pixel-size)")
     data.add_argument("--labels", nargs="+", type=Path, required=True, metavar="FILE",
-                      help="particle picks (STAR, Topaz table, .box, CSV; merged)")
+                      help="particle picks (RELION STAR, cryoSPARC .cs, crYOLO .cbox, .box, Topaz table, CSV with "
+                           "an x/y header; merged), matched to micrographs by name")
     data.add_argument("--negatives", nargs="+", type=Path, default=[], metavar="FILE",
                       help="junk picks used as labelled negatives (same formats)")
     data.add_argument("-o", "--output", type=Path, required=True, help="the model file to write (.pt)")
     scale = data.add_mutually_exclusive_group()
     scale.add_argument("--target-pixel-size", type=positive_float, help="working pixel size in Å")
     scale.add_argument("--downsample", type=positive_float, help="downsampling factor instead")
-    data.add_argument("--pixel-size", type=positive_float, help="override the micrographs' header pixel size")
+    data.add_argument("--pixel-size", type=positive_float,
+                      help="Å per pixel of the micrographs: overrides MRC headers; needed for TIFF, PNG, JPEG")
+    data.add_argument("--flip-y", action="store_true",
+                      help="the pick files' y runs the other way: map y to H - 1 - y (H = image height) for the "
+                           "labels, negatives and --test-reference (e.g. EMPIAR-10017's STARs on its JPEGs)")
     data.add_argument("--particle-diameter", type=positive_float,
                       help="Å: NMS and matching radius for the held-out AP (default: the start model's card)")
     data.add_argument("--expected-particles", type=positive_float, required=True,
@@ -113,13 +121,13 @@ def main(args: argparse.Namespace) -> int:
     target, diameter = _scale_and_diameter(args, start.card)
     data = load_training_data(args.micrographs, args.labels, args.negatives, target_pixel_size=target,
                               downsample=args.downsample, pixel_size=args.pixel_size, device=device,
-                              **({"report": json_progress.warning} if json_progress else {}))
+                              flip_y=args.flip_y, **({"report": json_progress.warning} if json_progress else {}))
     options = TrainOptions(
         objective=args.objective, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         radius=args.radius, positive_fraction=args.positive_fraction, slack=args.slack,
         negative_weight=args.negative_weight, augment=not args.no_augment, max_angle=args.max_angle,
         precision=args.precision, seed=args.seed, autoencoder=args.autoencoder)
-    reference = _read_reference(args.test_reference, data) if args.test_reference else None
+    reference = _read_reference(args.test_reference, data, args.flip_y) if args.test_reference else None
     if args.k_fold:
         outcome, extra, n_test = _cross_validate(args, device, data, options, diameter, reference, json_progress)
     else:
@@ -162,11 +170,11 @@ def _scale_and_diameter(args: argparse.Namespace, card) -> tuple[float | None, f
     return target, diameter
 
 
-def _read_reference(paths: list[Path], data) -> dict:
+def _read_reference(paths: list[Path], data, flip_y: bool) -> dict:
     from ..train.data import read_labels
 
     shapes = {m.name: tuple(m.prepared.micrograph.data.shape) for m in data}
-    return read_labels(paths, shapes, what="test reference")
+    return read_labels(paths, shapes, what="test reference", flip_y=flip_y)
 
 
 def _train_split(args, start, data, options, diameter, reference, json_progress):

@@ -4,15 +4,18 @@ labelled coordinates for training and evaluation.
 Writers: a RELION STAR file per micrograph (:func:`write_star`, named by :func:`star_path`), one combined
 STAR file (:func:`write_combined_star`), a Topaz-style table (:func:`write_table`) and an EMAN ``.box`` file
 (:func:`write_box`).  Every writer is atomic (see :mod:`streampick.io.atomic`), so a program reading the
-output directory never sees half a file.  :func:`read_coordinates` reads all of these, and CSV with an x/y
-header, back into :class:`~streampick.picks.Picks`.
+output directory never sees half a file.  :func:`read_coordinates` reads all of these back into
+:class:`~streampick.picks.Picks`, and the pick files of other tools: RELION 3.0 and 3.1+ STAR (with optics
+blocks), cryoSPARC ``.cs``, crYOLO ``.cbox`` and ``.box``, Topaz tables and CSV with an x/y header.
 
-All coordinates are particle centres in the original micrograph's pixels: x = column, y = row of the MRC
-data array.  Only EMAN ``.box`` files store a corner (centre - box/2) instead; the conversion happens here.
+All coordinates are particle centres in the original micrograph's pixels: x = column, y = row of the image
+array.  EMAN ``.box`` and crYOLO ``.cbox`` files store a corner (centre - box/2) and cryoSPARC fractions of
+the micrograph's width and height; the conversions happen here.
 """
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -20,13 +23,20 @@ import numpy as np
 
 from streampick.errors import CoordinateFileError
 from streampick.io.atomic import atomic_write_text
+from streampick.io.names import micrograph_key
 from streampick.picks import Picks
 
 _X, _Y, _FOM, _NAME = "rlnCoordinateX", "rlnCoordinateY", "rlnAutopickFigureOfMerit", "rlnMicrographName"
 _TABLE_HEADER = ("image_name", "x_coord", "y_coord", "score")
 _CSV_X = ("x", "x-coordinate", "x_coord")
 _CSV_Y = ("y", "y-coordinate", "y_coord")
-_CSV_SCORE = ("score",)
+_CSV_SCORE = ("score", "confidence")
+_NO_SCORE = -999.0  # what crYOLO, CASSPER and RELION's manual picking write as the figure of merit: none
+_NUMPY_MAGIC = b"\x93NUMPY"
+_CS_X, _CS_Y = "location/center_x_frac", "location/center_y_frac"
+_CS_SHAPE, _CS_PATH = "location/micrograph_shape", "location/micrograph_path"
+_CS_SCORES = ("pick_stats/ncc_score",)
+_CRYOSPARC_PREFIX = re.compile(r"^\d{17,21}_")  # cryoSPARC's uid prefix on imported and derived file names
 
 
 # ---------------------------------------------------------------------------------------------- writers
@@ -167,12 +177,21 @@ def read_coordinates(path: str | Path) -> dict[str, Picks]:
 
     The format is told by extension, else by content:
 
-    * RELION STAR (``.star``, or text starting with ``data_``; needs the ``starfile`` package).  A file
-      with ``_rlnMicrographName`` is keyed by the stem of each name; a per-micrograph file by its own stem,
-      suffix included (``mic_001_autopick``): matching it to a micrograph is the caller's job.
+    * RELION STAR (``.star``, or text starting with ``data_``; read with the ``starfile`` package), 3.0 or
+      3.1+ (the loop with ``_rlnCoordinateX/Y`` is used; a ``data_optics`` block is skipped).  A file with
+      ``_rlnMicrographName`` is keyed by each name (:func:`~streampick.io.names.micrograph_key`: folder and
+      image suffix dropped); a per-micrograph file by its own stem, suffix included (``mic_001_autopick``):
+      matching it to a micrograph is the caller's job (:func:`~streampick.io.names.match_name`).  A figure of
+      merit of -999 in every row (crYOLO, CASSPER, manual picking) means no scores.
+    * cryoSPARC ``.cs`` (a numpy structured array): ``location/center_x_frac`` × width and
+      ``location/center_y_frac`` × height, the shape from ``location/micrograph_shape`` (height, width),
+      keyed by ``location/micrograph_path`` (cryoSPARC's numeric uid prefix dropped); scores from
+      ``pick_stats/ncc_score`` when present.
+    * crYOLO ``.cbox`` (STAR-style, crYOLO ≥ 1.8: ``_CoordinateX/Y`` corner, ``_Width``, ``_Height``,
+      ``_Confidence``; or the older whitespace columns ``x0 y0 w h confidence``), keyed by the file stem.
     * Topaz table (header with ``image_name x_coord y_coord`` and optional ``score``; tab or whitespace
       separated), keyed by ``image_name``.
-    * EMAN ``.box`` (``x0 y0 width height`` per line; centre = corner + size/2), keyed by the file stem.
+    * EMAN / crYOLO ``.box`` (``x0 y0 width height`` per line; centre = corner + size/2), keyed by the stem.
     * CSV (``.csv``, or a comma in the first line) with a header naming ``x,y`` or
       ``X-Coordinate,Y-Coordinate`` and optionally ``score``, keyed by the file stem.
 
@@ -189,11 +208,23 @@ def read_coordinates(path: str | Path) -> dict[str, Picks]:
             that cannot be parsed; the one-line message names the file and the line or column at fault.
     """
     path = Path(path)
+    if path.suffix.lower() == ".cs" or _starts_with(path, _NUMPY_MAGIC):
+        return _read_cs(path)
     text = _read_text(path)
     kind = _sniff(path, text)
     if kind == "star":
         return _read_star(path)
+    if kind == "cbox":
+        return _read_cbox(path, text)
     return _TEXT_READERS[kind](path, text)
+
+
+def _starts_with(path: Path, magic: bytes) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            return stream.read(len(magic)) == magic
+    except OSError:
+        return False  # reading the text reports it
 
 
 def _read_text(path: Path) -> str:
@@ -217,6 +248,8 @@ def _sniff(path: Path, text: str) -> str:
     ext = path.suffix.lower()
     lines = _data_lines(text)
     first = lines[0][1] if lines else ""
+    if ext == ".cbox" or (first.startswith("data_") and any(line.startswith("_CoordinateX") for _, line in lines)):
+        return "cbox"
     if ext == ".star" or first.startswith("data_"):
         return "star"
     if ext == ".box":
@@ -231,7 +264,7 @@ def _sniff(path: Path, text: str) -> str:
         raise CoordinateFileError(f"{path}: empty file; cannot tell its coordinate format")
     raise CoordinateFileError(
         f"{path}: unrecognised coordinate format (expected RELION STAR, a Topaz table, EMAN .box "
-        "or CSV with an x,y header)")
+        "or CSV with an x,y header; cryoSPARC .cs and crYOLO .cbox by their extension)")
 
 
 def _is_number(cell: str) -> bool:
@@ -254,30 +287,96 @@ def _number(path: Path, where: str, cell: str, *, finite: bool = True) -> float:
 
 
 def _read_star(path: Path) -> dict[str, Picks]:
+    blocks = _star_blocks(path)
+    table = next((b for b in blocks.values() if hasattr(b, "columns") and {_X, _Y} <= set(b.columns)), None)
+    if table is None:
+        if any(hasattr(b, "columns") and "rlnMicrographCoordinates" in b.columns for b in blocks.values()):
+            raise CoordinateFileError(f"{path}: a RELION list of coordinate files (_rlnMicrographCoordinates), "
+                                      "not picks: pass the *_autopick.star files it lists")
+        raise CoordinateFileError(f"{path}: no STAR loop with _{_X} and _{_Y} columns")
+    x = _star_column(path, table, _X)
+    y = _star_column(path, table, _Y)
+    score = _star_column(path, table, _FOM, finite=False) if _FOM in table.columns else None
+    if score is not None and len(score) and (score == _NO_SCORE).all():
+        score = None
+    if _NAME not in table.columns:
+        return {path.stem: Picks.from_arrays(x, y, score)}
+    groups: dict[str, list[int]] = {}
+    for row, name in enumerate(table[_NAME].astype(str).tolist()):
+        groups.setdefault(micrograph_key(name), []).append(row)
+    return {
+        key: Picks.from_arrays(x[rows], y[rows], None if score is None else score[rows])
+        for key, rows in groups.items()
+    }
+
+
+def _star_blocks(path: Path) -> dict:
     try:
         import starfile
     except ImportError:
         raise CoordinateFileError(
             f"{path}: reading STAR files needs the 'starfile' package (pip install starfile)") from None
     try:
-        blocks = starfile.read(path, always_dict=True)
+        return starfile.read(path, always_dict=True)
     except Exception as err:  # noqa: BLE001 - starfile and pandas raise many types for malformed text
         raise CoordinateFileError(f"{path}: not a readable STAR file ({_first_line(err)})") from None
-    table = next((b for b in blocks.values() if hasattr(b, "columns") and {_X, _Y} <= set(b.columns)), None)
+
+
+def _read_cbox(path: Path, text: str) -> dict[str, Picks]:
+    """crYOLO ``.cbox``: the ``data_cryolo`` loop (corner, width, height, confidence), or old plain columns."""
+    if not any(line.startswith("data_") for _, line in _data_lines(text)):
+        return _read_box(path, text, score_column=4)
+    blocks = _star_blocks(path)
+    table = next((b for b in blocks.values() if hasattr(b, "columns") and {"CoordinateX", "CoordinateY"}
+                  <= set(b.columns)), None)
     if table is None:
-        raise CoordinateFileError(f"{path}: no STAR loop with _{_X} and _{_Y} columns")
-    x = _star_column(path, table, _X)
-    y = _star_column(path, table, _Y)
-    score = _star_column(path, table, _FOM, finite=False) if _FOM in table.columns else None
-    if _NAME not in table.columns:
-        return {path.stem: Picks.from_arrays(x, y, score)}
+        raise CoordinateFileError(f"{path}: no crYOLO loop with _CoordinateX and _CoordinateY columns")
+    missing = [name for name in ("Width", "Height") if name not in table.columns]
+    if missing:
+        raise CoordinateFileError(f"{path}: crYOLO loop lacks _{' and _'.join(missing)} (the box size: "
+                                  "_CoordinateX/Y are the box corner)")
+    if "CoordinateZ" in table.columns and np.isfinite(_star_column(path, table, "CoordinateZ", finite=False)).any():
+        raise CoordinateFileError(f"{path}: 3-D (tomogram) picks with _CoordinateZ; streampick reads 2-D picks")
+    x0, y0 = _star_column(path, table, "CoordinateX"), _star_column(path, table, "CoordinateY")
+    width, height = _star_column(path, table, "Width"), _star_column(path, table, "Height")
+    score = _star_column(path, table, "Confidence", finite=False) if "Confidence" in table.columns else None
+    if score is not None and np.isnan(score).all():
+        score = None
+    return {path.stem: Picks.from_arrays(x0 + width / 2, y0 + height / 2, score)}
+
+
+def _read_cs(path: Path) -> dict[str, Picks]:
+    """cryoSPARC particles (``.cs``): fractional centres times the micrograph's width and height."""
+    try:
+        data = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise CoordinateFileError(f"{path}: no such file") from None
+    except Exception as err:  # noqa: BLE001 - numpy raises ValueError, OSError, UnpicklingError
+        raise CoordinateFileError(f"{path}: not a readable cryoSPARC .cs file (numpy array: "
+                                  f"{_first_line(err)})") from None
+    fields = data.dtype.names or ()
+    missing = [name for name in (_CS_PATH, _CS_X, _CS_Y, _CS_SHAPE) if name not in fields]
+    if missing or data.ndim != 1:
+        raise CoordinateFileError(f"{path}: cryoSPARC .cs file without particle locations (lacks "
+                                  f"{', '.join(missing) or 'a 1-D table'}): export picked or extracted particles")
+    shape = np.asarray(data[_CS_SHAPE], dtype=np.float64).reshape(len(data), -1)
+    if shape.shape[1] != 2:
+        raise CoordinateFileError(f"{path}: {_CS_SHAPE} has {shape.shape[1]} values per row, expected 2")
+    frac_x, frac_y = (np.asarray(data[name], dtype=np.float64) for name in (_CS_X, _CS_Y))
+    x, y = frac_x * shape[:, 1], frac_y * shape[:, 0]  # micrograph_shape is (height, width)
+    bad = ~(np.isfinite(x) & np.isfinite(y)) | (shape <= 0).any(axis=1)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise CoordinateFileError(f"{path}: row {row + 1}: location ({frac_x[row]!r}, {frac_y[row]!r}) on a "
+                                  f"micrograph of shape {shape[row].tolist()} is not a finite position")
+    score_field = next((name for name in _CS_SCORES if name in fields), None)
+    score = np.asarray(data[score_field], dtype=np.float64) if score_field else None
     groups: dict[str, list[int]] = {}
-    for row, name in enumerate(table[_NAME].astype(str).tolist()):
-        groups.setdefault(Path(name).stem, []).append(row)
-    return {
-        stem: Picks.from_arrays(x[rows], y[rows], None if score is None else score[rows])
-        for stem, rows in groups.items()
-    }
+    for row, raw in enumerate(data[_CS_PATH].tolist()):
+        name = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        groups.setdefault(_CRYOSPARC_PREFIX.sub("", micrograph_key(name)), []).append(row)
+    return {key: Picks.from_arrays(x[rows], y[rows], None if score is None else score[rows])
+            for key, rows in groups.items()}
 
 
 def _star_column(path: Path, table, name: str, *, finite: bool = True) -> np.ndarray:
@@ -314,7 +413,7 @@ def _read_table(path: Path, text: str) -> dict[str, Picks]:
         if len(cells) != len(header):
             raise CoordinateFileError(f"{path}: line {n}: expected {len(header)} columns, found {len(cells)}")
         row = dict(zip(header, cells))
-        xs, ys, scores = groups.setdefault(row["image_name"], ([], [], []))
+        xs, ys, scores = groups.setdefault(micrograph_key(row["image_name"]), ([], [], []))
         xs.append(_number(path, f"line {n}, column x_coord", row["x_coord"]))
         ys.append(_number(path, f"line {n}, column y_coord", row["y_coord"]))
         if has_score:
@@ -325,21 +424,29 @@ def _read_table(path: Path, text: str) -> dict[str, Picks]:
     }
 
 
-def _read_box(path: Path, text: str) -> dict[str, Picks]:
+def _read_box(path: Path, text: str, score_column: int | None = None) -> dict[str, Picks]:
+    """EMAN / crYOLO ``.box`` (``x0 y0 width height``, extra columns ignored); with ``score_column``, that
+    column (0-based) is the score (the old crYOLO ``.cbox`` layout)."""
     xs: list[float] = []
     ys: list[float] = []
+    scores: list[float] = []
+    need = 4 if score_column is None else score_column + 1
     for n, line in _data_lines(text):
         cells = line.split()
-        if len(cells) < 4:
+        if len(cells) < need:
             raise CoordinateFileError(
-                f"{path}: line {n}: expected at least 4 columns (x0 y0 width height), found {len(cells)}")
+                f"{path}: line {n}: expected at least {need} columns (x0 y0 width height"
+                f"{'' if score_column is None else ' confidence'}), found {len(cells)}")
         x0, y0, w, h = (
             _number(path, f"line {n}, column {i} ({label})", cell)
             for i, (label, cell) in enumerate(zip(("x0", "y0", "width", "height"), cells), start=1)
         )
         xs.append(x0 + w / 2)
         ys.append(y0 + h / 2)
-    return {path.stem: Picks.from_arrays(xs, ys, None)}
+        if score_column is not None:
+            scores.append(_number(path, f"line {n}, column {score_column + 1} (confidence)", cells[score_column],
+                                  finite=False))
+    return {path.stem: Picks.from_arrays(xs, ys, scores if score_column is not None else None)}
 
 
 def _read_csv(path: Path, text: str) -> dict[str, Picks]:

@@ -3,9 +3,11 @@
 Each micrograph is read with our reader, Fourier-downsampled and GMM-normalized with the engine's own
 :func:`~streampick.pick.prepare` (so training sees exactly what picking sees) and kept in RAM as a float32
 tensor.  Labels come from any file :func:`~streampick.io.coords.read_coordinates` reads (RELION STAR per
-micrograph or combined, Topaz tables, EMAN ``.box``, CSV), matched to micrographs by name stem, and stay in
-original-micrograph pixels on the :class:`LabelledMicrograph`; :func:`label_map` rasterizes them at the
-working scale as disks of radius r: positive (particles), negative (junk picks) or unlabelled.
+micrograph or combined, cryoSPARC ``.cs``, crYOLO ``.cbox``, Topaz tables, EMAN ``.box``, CSV), matched to
+micrographs by name (:func:`~streampick.io.names.match_name`: extra suffixes on either side and dotted names
+allowed), optionally y-flipped, and stay in original-micrograph pixels on the :class:`LabelledMicrograph`;
+:func:`label_map` rasterizes them at the working scale as disks of radius r: positive (particles), negative
+(junk picks) or unlabelled.
 
 Faults in label files never stop the run: a file that cannot be parsed, a micrograph name that matches no
 micrograph, coordinates outside the image each get one line through ``report`` and are skipped;
@@ -14,22 +16,24 @@ micrograph, coordinates outside the image each get one line through ``report`` a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..errors import CoordinateFileError, MicrographError, StreampickError
+from ..errors import MicrographError, StreampickError
 from ..io.micrograph import read_micrograph
+from ..io.names import match_name
+from ..io.picksets import read_pick_sets
 from ..pick import Prepared, prepare
 from ..picks import Picks
 
 log = logging.getLogger(__name__)
 
 UNLABELLED, POSITIVE, NEGATIVE = 0, 1, 2
-_IMAGE_SUFFIXES = (".mrc", ".mrcs", ".tif", ".tiff", ".eer")
+__all__ = ["LabelledMicrograph", "label_map", "load_micrographs", "load_training_data", "match_name", "read_labels"]
 Report = Callable[[str], None]
 
 
@@ -54,10 +58,10 @@ def load_micrographs(paths: Sequence[str | Path], *, target_pixel_size: float | 
     """Read and preprocess micrographs once: downsample to the working scale and GMM-normalize.
 
     Args:
-        paths: MRC files.
+        paths: micrographs (MRC, TIFF, PNG, JPEG).
         target_pixel_size: working pixel size in Å (or give ``downsample``).
         downsample: downsampling factor instead of a target pixel size.
-        pixel_size: override of the headers' pixel size (Å).
+        pixel_size: override of the MRC headers' pixel size (Å); needed for TIFF, PNG and JPEG.
         device: where the normalized images live (the training device).
         report: called with a one-line message for each micrograph that cannot be read (it is skipped).
 
@@ -86,80 +90,37 @@ def load_micrographs(paths: Sequence[str | Path], *, target_pixel_size: float | 
     return prepared
 
 
-def match_name(key: str, stems: Sequence[str]) -> str | None:
-    """The micrograph stem a label file's key refers to: the same stem (an image suffix dropped), else the
-    longest stem that the key extends with ``_<suffix>`` (``mic_001_autopick`` → ``mic_001``), else None."""
-    if Path(key).suffix.lower() in _IMAGE_SUFFIXES:
-        key = Path(key).stem
-    key = Path(key).name
-    if key in stems:
-        return key
-    extended = [stem for stem in stems if key.startswith(stem + "_")]
-    return max(extended, key=len) if extended else None
-
-
-def read_labels(paths: Sequence[str | Path], shapes: dict[str, tuple[int, int]], *, what: str = "label",
-                report: Report = log.warning) -> dict[str, Picks]:
+def read_labels(paths: Sequence[str | Path], shapes: Mapping[str, tuple[int, int]], *, what: str = "label",
+                flip_y: bool = False, report: Report = log.warning) -> dict[str, Picks]:
     """Read label files and keep the picks that name a known micrograph and lie inside it.
 
     Args:
-        paths: coordinate files in any format :func:`read_coordinates` reads.
+        paths: coordinate files in any format :func:`~streampick.io.coords.read_coordinates` reads.
         shapes: ``{micrograph stem: (height, width)}`` in original pixels.
         what: the files' role in messages (``label``, ``negative``).
+        flip_y: map y to height − 1 − y (labels made on a vertically flipped copy of the images).
         report: called with one line per fault (an unreadable file, an unknown micrograph, coordinates
             outside the image); the faulty part is skipped.
 
     Returns:
         ``{micrograph stem: Picks}`` in original pixels, the picks of several files joined.
     """
-    from ..io.coords import read_coordinates
-
-    out: dict[str, list[Picks]] = {}
-    for path in paths:
-        try:
-            groups = read_coordinates(path)
-        except CoordinateFileError as err:
-            report(f"{what} file {err} (file skipped)")
-            continue
-        for key, picks in groups.items():
-            stem = match_name(key, list(shapes))
-            if stem is None:
-                report(f"{what} file {path}: micrograph '{key}' is not among the micrographs given "
-                       f"({len(picks)} picks skipped)")
-                continue
-            out.setdefault(stem, []).append(_inside(picks, shapes[stem], f"{what} file {path}", stem, report))
-    return {stem: _join(parts) for stem, parts in out.items()}
-
-
-def _inside(picks: Picks, shape: tuple[int, int], where: str, stem: str, report: Report) -> Picks:
-    height, width = shape
-    bad = (picks.x < 0) | (picks.x > width) | (picks.y < 0) | (picks.y > height)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        report(f"{where}: {int(bad.sum())} of {len(picks)} picks on '{stem}' lie outside its {width}x{height} "
-               f"image (e.g. x={picks.x[first]:g}, y={picks.y[first]:g}; skipped)")
-    keep = ~bad
-    return Picks(picks.x[keep], picks.y[keep], picks.score[keep])
-
-
-def _join(parts: list[Picks]) -> Picks:
-    if len(parts) == 1:
-        return parts[0]
-    return Picks(*(np.concatenate([getattr(p, a) for p in parts]) for a in ("x", "y", "score")))
+    return read_pick_sets(paths, shapes, what=what, flip=flip_y, report=report)
 
 
 def load_training_data(micrograph_paths: Sequence[str | Path], label_paths: Sequence[str | Path],
                        negative_paths: Sequence[str | Path] = (), *, target_pixel_size: float | None = None,
                        downsample: float | None = None, pixel_size: float | None = None,
-                       device: torch.device | str = "cpu", report: Report = log.warning
+                       device: torch.device | str = "cpu", flip_y: bool = False, report: Report = log.warning
                        ) -> list[LabelledMicrograph]:
     """Micrographs preprocessed once, with their labelled particles and junk picks.
 
     Args:
-        micrograph_paths: MRC files; micrographs are named by their file stem.
+        micrograph_paths: micrographs (MRC, TIFF, PNG, JPEG), named by their file stem.
         label_paths: files of particle picks (positives).
         negative_paths: files of junk picks (labelled negatives), optional.
         target_pixel_size, downsample, pixel_size, device: as for :func:`load_micrographs`.
+        flip_y: the label files' y runs the other way (see :func:`read_labels`).
         report: called with one line per skipped micrograph, file or set of picks.
 
     Returns:
@@ -174,8 +135,8 @@ def load_training_data(micrograph_paths: Sequence[str | Path], label_paths: Sequ
     if not prepared:
         raise StreampickError("none of the micrographs could be read")
     shapes = {p.micrograph.path.stem: tuple(p.micrograph.data.shape) for p in prepared}
-    positives = read_labels(label_paths, shapes, what="label", report=report)
-    negatives = read_labels(negative_paths, shapes, what="negative", report=report)
+    positives = read_labels(label_paths, shapes, what="label", flip_y=flip_y, report=report)
+    negatives = read_labels(negative_paths, shapes, what="negative", flip_y=flip_y, report=report)
     if sum(len(p) for p in positives.values()) == 0:
         raise StreampickError("no usable labelled particle: every label file was skipped or matched no "
                               "micrograph (see the messages above)")
