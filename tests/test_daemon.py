@@ -306,3 +306,43 @@ def test_reprocess_writes_a_new_generation_and_keeps_the_old_files(daemon, sourc
     assert again["key"] != first["key"] and again["micrograph"]["identity"] == first["micrograph"]["identity"]
     assert Path(again["outputs"]["star"]).parent.name == "tiny_7-r1"
     assert old_star.read_text() == old_text
+
+
+def test_user_patterns_pick_tiff_and_png_and_refuse_a_movie(tmp_path, model_path, sources):
+    """watch.patterns *.tif and *.png with picking.pixel_size: a TIFF renamed into place and a 16-bit PNG written
+    in place with pauses longer than settle_seconds are each picked once (the PNG only when its IEND chunk has
+    landed); a 3-frame TIFF gets one 'movie stack' error."""
+    import io
+    import time
+
+    import tifffile
+    from PIL import Image
+
+    harness = DaemonHarness(tmp_path, model_path, watch__patterns=["*.tif", "*.png"], picking__pixel_size=1.0)
+    try:
+        harness.start()
+        image = mrcfile.read(sources[0]).astype(np.float32)
+        private = tmp_path / "private"
+        private.mkdir()
+        tifffile.imwrite(private / "a.tif", image)
+        os.rename(private / "a.tif", harness.watched / "a.tif")
+        tifffile.imwrite(private / "movie.tif", np.stack([image[:256, :256]] * 3), photometric="minisblack")
+        os.rename(private / "movie.tif", harness.watched / "movie.tif")
+        scaled = (image - image.min()) / (image.max() - image.min()) * 65535
+        buffer = io.BytesIO()
+        Image.fromarray(scaled.astype(np.uint16)).save(buffer, format="PNG")
+        raw = buffer.getvalue()
+        with open(harness.watched / "b.bin_avg.png", "wb") as stream:  # slow, in place: 4 chunks, 0.5 s apart
+            for k in range(4):
+                stream.write(raw[k * len(raw) // 4:(k + 1) * len(raw) // 4])
+                stream.flush()
+                time.sleep(0.5)
+        harness.wait_for(lambda: harness.picked_names() == {"a", "b.bin_avg"}, 60, "the TIFF and the PNG")
+        harness.wait_for(lambda: any("movie" in (e["path"] or "") for e in harness.errors()), 30, "the movie error")
+        harness.receive(1.0)
+        assert len(harness.picks()) == 2
+        errors = harness.errors()
+        assert len(errors) == 1 and "3 frames (a movie stack)" in errors[0]["message"], errors
+        assert {tuple(m["micrograph"]["shape"]) for m in harness.picks()} == {image.shape}
+    finally:
+        harness.close()

@@ -2,7 +2,8 @@
 
 Users (or a GUI) drop pick files into the labels folder: particles in the folder itself, junk (ice, carbon
 edge, aggregates) in its ``negatives/`` subfolder, in any format :func:`~streampick.io.coords.read_coordinates`
-reads (RELION STAR per micrograph or combined, Topaz table, EMAN ``.box``, CSV with an x/y header).  Labels
+reads (RELION STAR per micrograph or combined, cryoSPARC ``.cs``, crYOLO ``.cbox``, Topaz table, EMAN ``.box``,
+CSV with an x/y header).  Labels
 sent over the control socket become files here too (``control/`` and ``negatives/control/``,
 :func:`add_control_labels`), so there is one source of truth and it survives a restart.
 
@@ -24,7 +25,7 @@ from ..io.coords import read_coordinates, write_combined_star, write_star
 from ..io.micrograph import micrograph_shape
 from ..picks import Picks
 
-LABEL_SUFFIXES = (".star", ".txt", ".tsv", ".box", ".csv")
+LABEL_SUFFIXES = (".star", ".txt", ".tsv", ".box", ".cbox", ".cs", ".csv")
 NEGATIVES = "negatives"
 CONTROL = "control"
 Report = Callable[[str], None]

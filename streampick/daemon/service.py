@@ -90,6 +90,7 @@ class Daemon:
                                    polling=config["watch"]["observer"] == "polling",
                                    poll_interval=config["watch"]["poll_interval"])
         self.settings = settings_from_options(config["picking"])
+        _warn_about_patterns(self.watch.patterns, self.settings.pixel_size)
         self.curve = _curve(config["security"])
         check_endpoint("publish.endpoint", config["publish"]["endpoint"], self.curve)
         check_endpoint("control.endpoint", config["control"]["endpoint"], self.curve)
@@ -585,3 +586,18 @@ def _curve(security: dict) -> CurveServer | None:
     if bool(secret) != bool(clients):
         raise ConfigError("security: set both server_secret_key and authorized_clients (CurveZMQ), or neither")
     return CurveServer(Path(secret), Path(clients)) if secret else None
+
+
+_NO_PIXEL_SIZE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg")
+
+
+def _warn_about_patterns(patterns: tuple[str, ...], pixel_size: float | None) -> None:
+    """Say at start-up what the watch patterns will bring: TIFF, PNG and JPEG need picking.pixel_size (they
+    carry none), and EER movies are refused (streampick picks motion-corrected sums)."""
+    lowered = [p.lower() for p in patterns]
+    if pixel_size is None and any(p.endswith(_NO_PIXEL_SIZE_SUFFIXES) for p in lowered):
+        log.warning("watch.patterns %s match TIFF, PNG or JPEG files, which carry no pixel size: set "
+                    "picking.pixel_size, or each of them is refused", list(patterns))
+    if any(p.endswith(".eer") for p in lowered):
+        log.warning("watch.patterns %s match EER movies, which are refused: streampick picks motion-corrected "
+                    "sums (watch the motion-correction output instead)", list(patterns))
