@@ -201,22 +201,25 @@ def pick_micrographs(paths: Iterable[str | Path], model: Model, settings: PickSe
 
 
 def pick_micrograph(micrograph: Micrograph | str | Path, model: Model, *, target_pixel_size: float | None = None,
-                    radius: str | float | None = None, floor: float = -6.0, dense: bool = False) -> Picks:
+                    radius: str | float | None = None, floor: float = -6.0, dense: bool = False,
+                    pixel_size: float | None = None) -> Picks:
     """Pick one micrograph: the convenience front door for scripts.
 
     Args:
-        micrograph: a :class:`Micrograph` or the path of an MRC file.
+        micrograph: a :class:`Micrograph` or the path of a micrograph file (MRC, TIFF, PNG, JPEG).
         model: from :func:`streampick.load_model`; scoring runs on the device its weights are on.
         target_pixel_size: working scale in Å/px (default: the model card's).
         radius: NMS radius, ``"70A"`` / ``70`` (Å) or ``"9px"`` (default: half the card's particle diameter).
         floor: lowest score kept.
         dense: exact dense scoring instead of strided + refinement.
+        pixel_size: Å per pixel of a micrograph read from a path: overrides an MRC header, and is needed for
+            TIFF, PNG and JPEG.
 
     Returns:
         Every candidate above ``floor``, in original-micrograph pixels, by descending score.
     """
     if not isinstance(micrograph, Micrograph):
-        micrograph = read_micrograph(micrograph)
+        micrograph = read_micrograph(micrograph, pixel_size)
     settings = PickSettings(target_pixel_size=target_pixel_size, floor=floor, dense=dense,
                             radius=None if radius is None else Length.parse(radius, "radius"))
     device = next(model.net.parameters()).device

@@ -8,6 +8,7 @@ Example::
     from streampick.io import read_micrograph, star_path, write_star
 
     mic = read_micrograph("MotionCorr/job002/mic_001.mrc")   # float32 (H, W), pixel size from the header
+    png = read_micrograph("mic_002.png", pixel_size=1.77)    # TIFF, PNG, JPEG: the pixel size must be given
     write_star(star_path(mic.path, "picks"), picks)          # picks/mic_001_autopick.star
 """
 from streampick.io.atomic import atomic_open, atomic_write_bytes, atomic_write_text
@@ -20,7 +21,8 @@ from streampick.io.coords import (
     write_star,
     write_table,
 )
-from streampick.io.micrograph import Micrograph, mrc_is_complete, read_micrograph
+from streampick.io.micrograph import Micrograph, micrograph_shape, mrc_is_complete, read_micrograph
+from streampick.io.names import match_name, micrograph_key
 
 __all__ = [
     "Micrograph",
@@ -28,6 +30,9 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "format_star",
+    "match_name",
+    "micrograph_key",
+    "micrograph_shape",
     "mrc_is_complete",
     "read_coordinates",
     "read_micrograph",
