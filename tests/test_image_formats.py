@@ -137,7 +137,7 @@ def test_movie_stacks_are_refused(tmp_path):
     eer_in_tiff = tmp_path / "eer_named_tif.tif"
     tifffile.imwrite(eer_in_tiff, ramp(np.uint16))
     with tifffile.TiffFile(eer_in_tiff, mode="r+b") as tif:
-        tif.pages.first.tags["Compression"].overwrite(65001)  # EER's compression code
+        tif.pages[0].tags["Compression"].overwrite(65001)  # EER's compression code
     animated = tmp_path / "anim.png"
     frames = [Image.fromarray(ramp(np.uint8)) for _ in range(3)]
     frames[0].save(animated, save_all=True, append_images=frames[1:])
@@ -238,7 +238,7 @@ def test_tiff_with_its_directory_at_the_end(tmp_path):
     tifffile.imwrite(source, ramp(np.uint16))
     raw = bytearray(source.read_bytes())
     with tifffile.TiffFile(source) as tif:
-        offset, count = tif.pages.first.dataoffsets[0], tif.pages.first.databytecounts[0]
+        offset, count = tif.pages[0].dataoffsets[0], tif.pages[0].databytecounts[0]
     assert offset < 1024 and count == H * W * 2  # tifffile writes the directory first: the data lie after it
     assert micrograph_is_settled_whole(source)
     cut_data = _copy_cut(source, tmp_path / "cut.tif", offset + count // 2)

@@ -143,7 +143,7 @@ def _open_tiff(path: Path):
 
 def _tiff_page(path: Path, tif):
     """The one full-resolution page, checked: not EER, not a stack, a supported pixel type and size."""
-    page = tif.pages.first
+    page = tif.pages[0]
     if int(page.compression) in _EER_COMPRESSIONS:
         raise CorruptMicrographError(path, f"EER movie (electron events, not an image); {MOVIE_HINT}")
     frames = 0
@@ -203,7 +203,7 @@ def _tiff_data_within(path: Path, size: int, head: bytes) -> bool:
         import tifffile
 
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
+            page = tif.pages[0]
             ends = [int(o) + int(n) for o, n in zip(page.dataoffsets, page.databytecounts)]
     except Exception:  # noqa: BLE001 - a directory cut short (not whole yet), a malformed one, no tifffile
         return _ifd_is_cut_short(path, first_ifd, size, order, bigtiff) is False
