@@ -11,7 +11,8 @@ given.  The weights with the best held-out AP are
 kept (the starting weights too: fine-tuning that does not help returns the start model); without held-out
 micrographs the last epoch's weights are kept.  With ``TrainOptions.autoencoder`` W > 0 a training-only decoder
 (:mod:`~streampick.train.autoencoder`) adds W × the crops' reconstruction error to the loss; it is not part of
-the returned model.
+the returned model.  :func:`automatic_threshold` then picks the user's micrographs with the kept model and
+chooses its default score threshold (:mod:`~streampick.train.threshold`).
 
 Splits are by micrograph (:func:`split_micrographs`, :func:`k_folds`); only labelled micrographs are ever
 held out.  :func:`cross_validate` trains one model per fold, reports the mean ± sd of the folds' best APs,
@@ -43,6 +44,7 @@ from .autoencoder import CropDecoder, build_decoder, reconstruction_error
 from .data import NEGATIVE, POSITIVE, UNLABELLED, LabelledMicrograph, label_map
 from .objectives import OBJECTIVES, objective_loss, positive_fraction, unlabelled_positive_fraction
 from .sampler import CropSampler
+from .threshold import ThresholdEstimate, estimate_threshold
 
 
 @dataclass(frozen=True)
@@ -150,9 +152,7 @@ def held_out_ap(model: Model, test_set: Sequence[LabelledMicrograph], particle_d
     """
     if not test_set:
         return None
-    settings = PickSettings(radius=Length(particle_diameter / 2))
-    scorer = prepare_for_inference(Model(copy.deepcopy(model.net), model.card))
-    pred = {m.name: score_and_extract([m.prepared], scorer, settings)[0].picks for m in test_set}
+    pred = pick_prepared(model, test_set, particle_diameter)
     if reference is None:
         ref = {m.name: m.positives for m in test_set}
     else:
@@ -161,6 +161,38 @@ def held_out_ap(model: Model, test_set: Sequence[LabelledMicrograph], particle_d
         return None
     radius = particle_diameter / 2 / test_set[0].prepared.micrograph.pixel_size
     return evaluate_sets(pred, ref, radius).ap
+
+
+def pick_prepared(model: Model, micrographs: Sequence[LabelledMicrograph], particle_diameter: float
+                  ) -> dict[str, Picks]:
+    """Every candidate of ``model`` on each micrograph, by name, as ``streampick pick`` finds them (fast
+    scoring, NMS radius half the particle diameter, the default floor), in original pixels.  ``model`` is not
+    changed: a copy prepared for inference on the micrographs' device is scored."""
+    if not micrographs:
+        return {}
+    settings = PickSettings(radius=Length(particle_diameter / 2))
+    scorer = prepare_for_inference(Model(copy.deepcopy(model.net), model.card), micrographs[0].image.device)
+    return {m.name: score_and_extract([m.prepared], scorer, settings)[0].picks for m in micrographs}
+
+
+def automatic_threshold(model: Model, train_set: Sequence[LabelledMicrograph],
+                        test_set: Sequence[LabelledMicrograph], *, expected_particles: float,
+                        particle_diameter: float, method: str = "count") -> ThresholdEstimate:
+    """The model card's default threshold (:mod:`~streampick.train.threshold`): the count rule over every
+    micrograph (training and held-out), the PU-corrected precision/recall/F1 estimated on the held-out ones
+    (on the training ones, optimistic, when none is held out).
+
+    Raises:
+        ValueError: no micrographs at all, or an unknown method.
+    """
+    micrographs = [*train_set, *test_set]
+    if not micrographs:
+        raise ValueError("no micrographs to choose a threshold on")
+    picks = pick_prepared(model, micrographs, particle_diameter)
+    labels = {m.name: m.positives for m in micrographs}
+    radius = particle_diameter / 2 / micrographs[0].prepared.micrograph.pixel_size
+    return estimate_threshold(picks, labels, expected_particles, radius, held_out=[m.name for m in test_set],
+                              method=method)
 
 
 def make_sampler(net: torch.nn.Module, train_set: Sequence[LabelledMicrograph], options: TrainOptions
