@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from streampick.cli import main
+from streampick.io.coords import read_coordinates
 from streampick.nets import Model, ModelCard, build, load_model
 from streampick.simulate import simulate_dataset
 from streampick.train.data import NEGATIVE, POSITIVE, load_training_data
@@ -51,11 +52,21 @@ def test_training_from_scratch_beats_the_untrained_model_by_a_wide_margin(sim, t
     assert model.card.metrics["pi"] == pytest.approx(50 * 29 / 256**2)
     assert "streampick train" in model.card.command and "--expected-particles 50.0" in model.card.command
     assert "3 training, 1 held out" in model.card.training_data
-    # The written model picks with its card alone (working scale and radius from the card).
+    # The automatic threshold: the count rule over all 4 micrographs, estimated on the held-out one.
+    threshold = card["metrics"]["threshold"]
+    assert model.card.threshold is not None and threshold["value"] == model.card.threshold
+    assert (threshold["method"], threshold["count_micrographs"], threshold["estimate_micrographs"]) == \
+        ("count", 4, "held-out (1)")
+    assert threshold["expected_particles"] == 50 and 35 <= threshold["picks_per_micrograph"] <= 65  # bf16 ties
+    assert 0 <= threshold["estimated_recall"] <= 1 and threshold["n_labels"] > 0
+    # The written model picks with its card alone (working scale, radius and threshold from the card), and
+    # the candidates table keeps every candidate.
     picks_dir = tmp_path / "picks"
     assert main(["-q", "pick", str(sim / "micrographs" / "sim_0003.mrc"), "-o", str(picks_dir), "-m",
                  str(out)]) == 0
-    assert (picks_dir / "candidates.txt").is_file()
+    (candidates,) = read_coordinates(picks_dir / "candidates.txt").values()
+    (kept,) = read_coordinates(picks_dir / "sim_0003_autopick.star").values()
+    assert len(kept) == len(candidates.above(model.card.threshold)) < len(candidates)
 
 
 def test_k_fold_reports_mean_and_sd_and_refits_on_everything(sim, tmp_path):

@@ -13,7 +13,10 @@ files, unknown micrographs and coordinates outside the image are reported and sk
 
 Held-out micrographs (--test-fraction, --test-micrographs, or --k-fold K) are picked after each epoch and
 the particle-level AP against their labels (or --test-reference) is reported; the best epoch's weights are
-written with a model card (working pixel size, particle diameter, data, AP per epoch, objective, π, command).
+written with a model card (working pixel size, particle diameter, data, AP per epoch, objective, π, command)
+and a default score threshold for `streampick pick` and the daemon: by default the score at which the kept
+model's picks number --expected-particles per micrograph on all micrographs given (--threshold-method;
+docs/training.md, "Automatic threshold").
 With --k-fold, one model per fold gives the AP mean ± sd, and the model written is refit on all
 micrographs for the folds' median best epoch count.
 
@@ -93,6 +96,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                        help="share of labelled micrographs held out (0.2; 0: none, keep the last epoch)")
     split.add_argument("--test-micrographs", nargs="+", metavar="NAME", help="hold out these micrographs")
     split.add_argument("--k-fold", type=positive_int, metavar="K", help="K-fold cross-validation, then refit")
+    parser.add_argument("--threshold-method", choices=["count", "pu-f1"], default="count",
+                        help="how the card's default threshold is chosen from the kept model's picks (docs/"
+                             "training.md, Automatic threshold): count (default): the score at which the picks "
+                             "number --expected-particles per micrograph over all micrographs given; pu-f1: the "
+                             "maximum of a PU-corrected F1 (recall on the held-out labels)")
     parser.add_argument("--test-reference", nargs="+", type=Path, metavar="FILE",
                         help="evaluate held-out micrographs against these picks instead of their labels")
     run = parser.add_argument_group("running")
@@ -132,10 +140,12 @@ def main(args: argparse.Namespace) -> int:
         outcome, extra, n_test = _cross_validate(args, device, data, options, diameter, reference, json_progress)
     else:
         outcome, extra, n_test = _train_split(args, start, data, options, diameter, reference, json_progress)
-    card = _save(args, outcome, data, n_test, diameter, extra)
+    threshold = _threshold(args, outcome.model, data, set(extra.get("test_micrographs", [])), diameter)
+    card = _save(args, outcome, data, n_test, diameter, extra, threshold)
     if json_progress:
         json_progress.emit("done", output=str(args.output), name=card.name, version=card.version,
-                           start_ap=outcome.history[0].ap, best_ap=outcome.best_ap, best_epoch=outcome.best_epoch)
+                           start_ap=outcome.history[0].ap, best_ap=outcome.best_ap, best_epoch=outcome.best_epoch,
+                           threshold=card.threshold)
     return 0
 
 
@@ -262,7 +272,29 @@ def _print_history(history) -> None:
                  record.seconds)
 
 
-def _save(args, result, data, n_test: int, diameter: float, extra: dict):
+def _threshold(args, model, data, test_names: set[str], diameter: float):
+    """The card's automatic threshold (streampick.train.threshold), from the kept model's picks on every
+    micrograph given (held-out ones give the PU estimate; with none held out, the training ones do)."""
+    from ..train.loop import automatic_threshold
+
+    estimate = automatic_threshold(model, [m for m in data if m.name not in test_names],
+                                   [m for m in data if m.name in test_names],
+                                   expected_particles=args.expected_particles, particle_diameter=diameter,
+                                   method=args.threshold_method)
+    if estimate.value is None:
+        log.warning("no automatic threshold: the model finds no candidate on the training micrographs")
+    else:
+        f1 = "" if estimate.f1 is None else (f"; estimated precision {estimate.precision:.2f}, recall "
+                                             f"{estimate.recall:.2f} on {estimate.estimate_micrographs} micrographs")
+        log.info("automatic threshold %.3f (%s rule: %.1f picks per micrograph on %d micrographs, expected %g%s)",
+                 estimate.value, estimate.method, estimate.picks_per_micrograph, estimate.count_micrographs,
+                 args.expected_particles, f1)
+    if estimate.note:
+        log.warning("automatic threshold: %s", estimate.note)
+    return estimate
+
+
+def _save(args, result, data, n_test: int, diameter: float, extra: dict, threshold):
     import datetime
 
     from .. import __version__
@@ -274,7 +306,7 @@ def _save(args, result, data, n_test: int, diameter: float, extra: dict):
     n_pos = sum(len(m.positives) for m in data)
     n_neg = sum(len(m.negatives) for m in data)
     card.name, card.pixel_size, card.particle_diameter = args.output.stem, float(pixel_size), float(diameter)
-    card.threshold, card.version = None, f"{args.output.stem}-{stamp}"
+    card.threshold, card.version = threshold.value, f"{args.output.stem}-{stamp}"
     card.source = f"streampick {__version__} train, from {args.model or 'scratch'}"
     card.training_data = (f"{len(data)} micrographs ({len(data) - n_test} training, {n_test} held out) from "
                           f"{_folders(args.micrographs)}; {n_pos} labelled particles from "
@@ -282,7 +314,7 @@ def _save(args, result, data, n_test: int, diameter: float, extra: dict):
     card.metrics = {**result.metrics(), "objective": args.objective, "pi": result.prior.pi,
                     "pi_u": result.prior.pi_u, "labelled_fraction": result.prior.labelled_fraction,
                     "expected_particles": args.expected_particles, "radius_px": args.radius,
-                    "autoencoder": args.autoencoder,
+                    "autoencoder": args.autoencoder, "threshold": threshold.to_dict(),
                     "streampick_version": __version__, **extra}
     card.command = _command_line(args)
     save_model(args.output, Model(result.model.net, card))
