@@ -113,6 +113,8 @@ def test_fine_tuning_swaps_in_a_better_model_and_repicks_in_the_background(tmp_p
         h.wait_for(lambda: "sim_0000" in repicked(), 30, "the new arrival")
         live = [m for m in h.picks() if m["micrograph"]["name"] == "sim_0000"]
         assert len(live) == 1 and not live[0]["repick"]
+        # No threshold configured: the new model's automatic threshold (its card's) is used from the swap on.
+        assert active["threshold"] is not None and live[0]["threshold"] == pytest.approx(active["threshold"])
         assert digest_files(old_folder) == old_files  # the old version's files untouched
         new_folder = Path(live[0]["outputs"]["star"]).parent
         assert new_folder != old_folder and (new_folder / "candidates" / "sim_0001.txt").is_file()

@@ -247,7 +247,8 @@ class FineTuner:
             accept, reason = swap_decision(done.get("start_ap"), done.get("best_ap"), int(done.get("best_epoch", 0)),
                                            self.config["min_ap_gain"])
             entry.update(version=None, start_ap=done.get("start_ap"), ap=done.get("best_ap"),
-                         best_epoch=done.get("best_epoch"), model=done.get("output"), reason=reason)
+                         best_epoch=done.get("best_epoch"), model=done.get("output"), reason=reason,
+                         threshold=done.get("threshold"))
             if accept:
                 try:
                     entry.update(version=self.swap(Path(done["output"]), done), state="active")

@@ -477,6 +477,7 @@ class Daemon:
             raise ValueError(f"set-threshold needs a number 'threshold', got {value!r}")
         with self.threshold_lock:
             self.threshold = float(value)
+            self.user_threshold = True  # the user's choice: a swapped-in model's card threshold no longer applies
         self.pending_rewrite.set()
         log.info("threshold set to %.3f; rewriting STAR files from the kept candidates", value)
         return {"threshold": float(value)}
@@ -557,8 +558,8 @@ class Daemon:
         old, self.active = self.active, new
         with self.latest_lock:
             self.latest.clear()
-        if not self.user_threshold and model.card.threshold is not None:
-            with self.threshold_lock:
+        with self.threshold_lock:  # the new card's automatic threshold, unless the user set one
+            if not self.user_threshold and model.card.threshold is not None:
                 self.threshold = model.card.threshold
         self.journal.set_meta(ACTIVE_MODEL_KEY, json.dumps({"spec": str(path), "version": new.version,
                                                             "base": self.config["picking"]["model"]}))
