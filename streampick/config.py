@@ -13,9 +13,13 @@ import yaml
 
 from .errors import ConfigError
 
+# The model picked with unless the configuration or --model names another: shipped in models/, trained on
+# simulated micrographs only (models/README.md says when to use Topaz's general model or fine-tune instead).
+DEFAULT_MODEL = "streampick-sim-resnet8-u32"
+
 # key: (accepted types, default); None in the types tuple means the key may be null
 PICKING_KEYS: dict[str, tuple[tuple, Any]] = {
-    "model": ((str,), "topaz:resnet16_u64"),
+    "model": ((str,), DEFAULT_MODEL),
     "device": ((str,), "auto"),
     "target_pixel_size": ((int, float, type(None)), None),
     "downsample": ((int, float, type(None)), None),

@@ -15,13 +15,17 @@ import threading
 import time
 from pathlib import Path
 
+from ..config import DEFAULT_MODEL
+
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", type=Path, help="demo folder (default: a new temporary folder)")
     parser.add_argument("--n", type=int, default=12, help="micrographs the microscope writes (default 12)")
     parser.add_argument("--interval", type=float, default=4.0, help="seconds between micrographs (default 4)")
     parser.add_argument("--size", type=int, default=4096, help="micrograph edge in pixels (default 4096)")
-    parser.add_argument("-m", "--model", default="topaz:resnet16_u64", help="model the daemon picks with")
+    parser.add_argument("-m", "--model", default=DEFAULT_MODEL,
+                        help=f"model the daemon picks with (default {DEFAULT_MODEL}, shipped: trained on simulated "
+                             "micrographs like these)")
     parser.add_argument("--no-monitor", action="store_true", help="print progress lines instead of the monitor")
     parser.add_argument("--seed", type=int, default=0)
 
@@ -153,4 +157,13 @@ def _score(out: Path, truth: Path) -> int:
     print(f"demo: {len(predicted)} micrographs picked; against the simulation's truth AP {result.ap:.3f}, "
           f"best F1 {result.best_f1:.3f} (precision {result.best_precision:.3f}, recall "
           f"{result.best_recall:.3f}); outputs in {out}")
+    stars = {}
+    for star in sorted(out.glob("*/*_autopick.star")):
+        for picks in read_coordinates(star).values():
+            stars[star.stem.removesuffix("_autopick")] = picks
+    if stars:  # the STAR files hold the picks at or above the daemon's threshold (the model card's)
+        kept = evaluate_sets(stars, references, radius=75.0)
+        precision = kept.n_tp / kept.n_pred if kept.n_pred else 0.0
+        print(f"demo: the STAR files (picks at or above the threshold) hold {kept.n_pred} picks: precision "
+              f"{precision:.3f}, recall {kept.n_tp / kept.n_ref:.3f}")
     return 0

@@ -11,6 +11,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..config import DEFAULT_MODEL
+
 log = logging.getLogger(__name__)
 
 
@@ -18,8 +20,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("micrographs", nargs="+", type=Path, help="MRC files to pick")
     parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     parser.add_argument("--config", type=Path, help="YAML config (its 'picking' section); options override it")
-    parser.add_argument("-m", "--model", help="model: a shipped name, a .pt checkpoint, a Topaz .sav, or "
-                                              "topaz:resnet16_u64 (default)")
+    parser.add_argument("-m", "--model", help=f"model: a shipped name (default {DEFAULT_MODEL}), a .pt "
+                                              "checkpoint, a Topaz .sav, or topaz:NAME (topaz:resnet16_u64)")
     scale = parser.add_mutually_exclusive_group()
     scale.add_argument("--target-pixel-size", type=float, help="working pixel size in Å (default: model card)")
     scale.add_argument("--downsample", type=float, help="downsampling factor instead of a target pixel size")

@@ -25,7 +25,17 @@ from ..io.atomic import atomic_write_bytes, atomic_write_text
 from .architectures import PickerNet, build
 
 FORMAT = "streampick-model/1"
-SHIPPED_MODELS = Path(__file__).resolve().parents[2] / "models"
+
+
+def shipped_models_folder() -> Path:
+    """Where the shipped models are: ``streampick/_models`` in an installed package (setup.py maps the
+    checkout's top-level ``models/`` there), else the checkout's ``models/`` (source tree, editable install)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "_models"
+    return installed if installed.is_dir() else package.parent / "models"
+
+
+SHIPPED_MODELS = shipped_models_folder()
 _TOPAZ_NAME = re.compile(r"^(resnet8|resnet16)_u(32|64)$")
 
 
@@ -120,7 +130,9 @@ def _resolve_path(spec: str) -> Path:
     for folder in [os.environ.get("STREAMPICK_MODELS"), SHIPPED_MODELS]:
         if folder and (Path(folder) / f"{spec}.pt").is_file():
             return Path(folder) / f"{spec}.pt"
-    raise ModelError(f"model '{spec}': no such file, and no shipped model of that name in {SHIPPED_MODELS}")
+    shipped = sorted(p.stem for p in SHIPPED_MODELS.glob("*.pt"))
+    raise ModelError(f"model '{spec}': no such file, and no shipped model of that name in {SHIPPED_MODELS} "
+                     f"(shipped: {', '.join(shipped) or 'none'})")
 
 
 def _read_state(path: Path) -> dict:
