@@ -14,21 +14,32 @@ micrographs, one every 5 s), sustained throughput with files arriving faster tha
 repeated, RSS flat), and latency while a live fine-tuning round runs against idle before and after (3
 phases of 12).  --model (one or more) picks the weights, --n and --interval override each mode's
 defaults.  See streampick/streambench.py and docs/benchmarks.md.
+
+--train measures training instead (issue 4): 40 simulated 2048² micrographs, labels for 30 % of the
+particles of the first 20, resnet8_u32 trained with GE-binomial for --epochs × --steps updates (10 × 100),
+held-out AP of the other 20 against their full truth, beside Topaz 0.3.20 `topaz train` on the same labels
+(--topaz-cli; skipped where absent); seconds per update (auto precision, float32, Topaz) over
+--timing-repeats at each of --timing-threads; and the AP with π from --pi-factors × the true value.  See
+streampick/trainbench.py.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import shlex
 import sys
 from pathlib import Path
 
+from ._types import positive_float, positive_int
+
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=None,
-                        help="micrographs to simulate (default 6; --stream: 20, 60, 2000 per mode)")
-    parser.add_argument("--size", type=int, default=4096, help="micrograph edge in pixels (default 4096)")
+                        help="micrographs to simulate (default 6; --stream: 20, 60, 2000 per mode; --train: 40)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="micrograph edge in pixels (default 4096; --train: 2048)")
     parser.add_argument("--pixel-size", type=float, default=1.0, help="simulated pixel size, Å (default 1.0)")
     parser.add_argument("--target-pixel-size", type=float, default=8.0, help="working scale, Å (default 8)")
     parser.add_argument("--diameter", type=float, default=150.0, help="particle diameter, Å (default 150)")
@@ -41,9 +52,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="network precisions to time in fast mode (dense always runs float32)")
     parser.add_argument("--topaz", help="Topaz runner script (IN OUT MODEL FACTOR RADIUS THRESHOLD)")
     parser.add_argument("--data", type=Path, help="reuse a simulated dataset folder instead of simulating")
-    parser.add_argument("--json", type=Path, help="also write the raw results as JSON")
+    parser.add_argument("--json", type=Path, help="also write the raw results as JSON (--train: after each phase)")
     parser.add_argument("--seed", type=int, default=1)
     _add_stream_args(parser)
+    _add_train_args(parser)
 
 
 def _add_stream_args(parser: argparse.ArgumentParser) -> None:
@@ -63,18 +75,49 @@ def _add_stream_args(parser: argparse.ArgumentParser) -> None:
                         help="seconds a slow in-place or temp-rename write takes (latency 2, soak 0.02)")
     stream.add_argument("--writer", choices=["prerendered", "microscope"], default="prerendered",
                         help="latency: land pre-rendered files (default), or run run_microscope itself")
-    stream.add_argument("--keep", action="store_true", help="keep the temporary folders (for debugging)")
+    stream.add_argument("--keep", action="store_true",
+                        help="keep the temporary folders (for debugging; --stream and --train)")
+
+
+def _add_train_args(parser: argparse.ArgumentParser) -> None:
+    """Options of --train; those left unset take TrainBenchConfig's defaults (streampick/trainbench.py)."""
+    train = parser.add_argument_group("training (--train)")
+    train.add_argument("--train", action="store_true",
+                       help="benchmark training (held-out AP against Topaz, update time, π robustness) instead")
+    train.add_argument("--epochs", type=positive_int, help="epochs (default 10)")
+    train.add_argument("--steps", type=positive_int, help="updates per epoch (default 100)")
+    train.add_argument("--batch-size", type=positive_int, help="examples per update (default 256)")
+    train.add_argument("--pi-factors", type=positive_float, nargs="+", metavar="F",
+                       help="multiples of the true π for the robustness table (default 0.5 0.75 1 1.25 1.5)")
+    train.add_argument("--threads", type=positive_int,
+                       help="torch threads of both engines' training runs (default: torch's, all cores)")
+    train.add_argument("--timing-repeats", type=positive_int, help="interleaved timing repeats (default 3)")
+    train.add_argument("--timing-threads", type=positive_int, nargs="+", metavar="N",
+                       help="thread counts to time updates at (default: --threads)")
+    train.add_argument("--timing-steps", type=positive_int, help="updates per timing run (default 50)")
+    topaz = train.add_mutually_exclusive_group()
+    topaz.add_argument("--topaz-cli", type=Path,
+                       help="Topaz 0.3.20 `topaz` executable (default /opt/topaz-ref/venv/bin/topaz; its rows are "
+                            "skipped where it is absent)")
+    topaz.add_argument("--no-topaz", action="store_true", help="leave out the Topaz rows")
+    train.add_argument("--topaz-default-pi", action="store_true",
+                       help="also train Topaz with -n (its own π, 7x too high)")
+    train.add_argument("--pretrained", action="store_true",
+                       help="also train both engines from Topaz's pretrained resnet8_u32")
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.size is None:
+        args.size = 2048 if args.train else 4096
     if args.stream:
         return _stream_main(args)
     from .. import bench
 
     try:
-        return _engine_main(args)
+        return _train_main(args) if args.train else _engine_main(args)
     finally:
-        bench.remove_scratch()
+        if not (args.train and args.keep):
+            bench.remove_scratch()
 
 
 def _engine_main(args: argparse.Namespace) -> int:
@@ -110,6 +153,28 @@ def _engine_main(args: argparse.Namespace) -> int:
                                 target_pixel_size=args.target_pixel_size))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _train_main(args: argparse.Namespace) -> int:
+    """``--train``: the training benchmark; prints the Markdown report (and writes the JSON)."""
+    from .. import bench, trainbench, trainreport
+
+    given = {"n": args.n, "size": args.size, "pixel_size": args.pixel_size, "diameter": args.diameter,
+             "target_pixel_size": args.target_pixel_size, "epochs": args.epochs, "steps": args.steps,
+             "batch_size": args.batch_size, "threads": args.threads, "timing_repeats": args.timing_repeats,
+             "timing_steps": args.timing_steps,
+             "timing_threads": tuple(args.timing_threads) if args.timing_threads else None,
+             "pi_factors": tuple(args.pi_factors) if args.pi_factors else None, "topaz_cli": args.topaz_cli,
+             "topaz_default_pi": args.topaz_default_pi, "pretrained": args.pretrained, "seed": args.seed}
+    config = trainbench.TrainBenchConfig(**{key: value for key, value in given.items() if value is not None})
+    if args.no_topaz:
+        config = dataclasses.replace(config, topaz_cli=None)
+    folder = bench.scratch_dir("streampick-trainbench-")
+    if args.keep:
+        print(f"streampick bench --train: keeping {folder}", file=sys.stderr)
+    results = trainbench.run_benchmark(config, folder, checkpoint=args.json)  # the JSON, kept current
+    print(trainreport.markdown_report(results, command=_command(), date=datetime.date.today().isoformat()))
     return 0
 
 
