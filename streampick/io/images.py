@@ -121,6 +121,17 @@ def never_whole_reason(path: Path, kind: str) -> str:
             "tiff": "its directory or image data lie past its end"}.get(kind, "incomplete")
 
 
+def access_error(path: Path, err: OSError) -> MicrographError:
+    """The one-line error for a micrograph file that cannot be opened (any format)."""
+    if isinstance(err, FileNotFoundError):
+        return MicrographError(path, "no such file")
+    if isinstance(err, IsADirectoryError):
+        return MicrographError(path, "is a directory, not a micrograph file")
+    if isinstance(err, PermissionError):
+        return MicrographError(path, "not readable (permission denied)")
+    return MicrographError(path, f"cannot open ({err.strerror or err})")
+
+
 # ------------------------------------------------------------------------------------------------- TIFF
 
 
@@ -131,12 +142,8 @@ def _open_tiff(path: Path):
         raise MicrographError(path, "reading TIFF needs the 'tifffile' package (pip install tifffile)") from None
     try:
         return tifffile.TiffFile(path)
-    except FileNotFoundError:
-        raise MicrographError(path, "no such file") from None
-    except PermissionError:
-        raise MicrographError(path, "not readable (permission denied)") from None
-    except IsADirectoryError:
-        raise MicrographError(path, "is a directory, not a micrograph file") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        raise access_error(path, err) from None
     except Exception as err:  # noqa: BLE001 - tifffile raises many types for malformed files
         raise CorruptMicrographError(path, f"not a readable TIFF file ({_first_line(err)})") from None
 
@@ -243,12 +250,8 @@ def _open_pillow(path: Path, kind: str):
     plugin = PngImagePlugin.PngImageFile if kind == "png" else JpegImagePlugin.JpegImageFile
     try:
         return plugin(str(path))
-    except FileNotFoundError:
-        raise MicrographError(path, "no such file") from None
-    except PermissionError:
-        raise MicrographError(path, "not readable (permission denied)") from None
-    except IsADirectoryError:
-        raise MicrographError(path, "is a directory, not a micrograph file") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as err:
+        raise access_error(path, err) from None
     except Exception as err:  # noqa: BLE001 - Pillow raises SyntaxError, OSError, ValueError for bad headers
         raise CorruptMicrographError(path, f"not a readable {FORMAT_NAMES[kind]} file ({_first_line(err)})") from None
 

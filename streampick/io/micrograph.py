@@ -229,14 +229,8 @@ def mrc_is_settled_whole(path: str | Path) -> bool:
 def _open(path: Path) -> BinaryIO:
     try:
         return open(path, "rb")
-    except FileNotFoundError:
-        raise MicrographError(path, "no such file") from None
-    except IsADirectoryError:
-        raise MicrographError(path, "is a directory, not a micrograph file") from None
-    except PermissionError:
-        raise MicrographError(path, "not readable (permission denied)") from None
     except OSError as err:
-        raise MicrographError(path, f"cannot open ({err.strerror or err})") from None
+        raise images.access_error(path, err) from None
 
 
 def _file_size(path: Path, stream: BinaryIO) -> int:
