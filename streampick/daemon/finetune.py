@@ -118,6 +118,9 @@ class FineTuner:
     def _scan(self, now: float) -> None:
         positives, negatives = label_files(self.labels_folder)
         files_print = fingerprint(positives + negatives)
+        if not positives and not negatives:  # the usual case: no labels, so no journal queries every scan
+            self.labels, self._files_print = None, files_print
+            return
         done = self.journal.counts()["done"]
         if files_print == self._files_print and done == self._known_done:
             return
