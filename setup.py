@@ -10,5 +10,6 @@ from setuptools import find_packages, setup
 setup(
     packages=[*find_packages(include=["streampick", "streampick.*"]), "streampick._models"],
     package_dir={"streampick._models": "models"},
-    package_data={"streampick._models": ["*.pt", "*.card.json", "README.md"]},
+    package_data={"streampick._models": ["*.pt", "*.card.json", "README.md", "leave-one-out/*.pt",
+                                        "leave-one-out/*.card.json"]},
 )

@@ -122,3 +122,16 @@ def test_training_runs_contiguous_and_evaluation_leaves_the_model_alone(sim):
                    particle_diameter=150.0, from_scratch=True)
     assert memory_format(model.net) == torch.contiguous_format  # trained contiguous (bf16 training is faster so)
     assert memory_format(result.model.net) == torch.contiguous_format and not result.model.net.training
+
+
+def test_a_time_limit_ends_training_early_and_keeps_what_it_reached(sim):
+    data = load_training_data(sorted((sim / "micrographs").glob("*.mrc")), [sim / "labels.txt"],
+                              target_pixel_size=8.0)
+    train_set, test_set = split_micrographs(data, test_names=["sim_0003"])
+    torch.manual_seed(0)
+    model = Model(build("resnet8", 32), ModelCard(name="t", architecture="resnet8", units=32))
+    options = TrainOptions(epochs=5, steps=100_000, batch_size=8, time_limit=1.0)
+    result = train(model, train_set, test_set, options, expected_particles=50, particle_diameter=150.0,
+                   from_scratch=True)
+    assert [r.epoch for r in result.history] == [0, 1]  # one epoch, cut short, then evaluated
+    assert 0 < result.history[1].steps < 100_000 and result.history[1].ap is not None

@@ -21,6 +21,14 @@ held-out AP of the other 20 against their full truth, beside Topaz 0.3.20 `topaz
 (--topaz-cli; skipped where absent); seconds per update (auto precision, float32, Topaz) over
 --timing-repeats at each of --timing-threads; and the AP with π from --pi-factors × the true value.  See
 streampick/trainbench.py.
+
+--accuracy ROOT scores the real sets under ROOT (../shared/data/real) by issue 7's protocol: the train half
+of each set (micrographs sorted by name) chooses the scale of Topaz's pretrained resnet16_u64 and of our
+default model, a fine-tuned model learns from 30 % of the train half's reference picks within --time-limit
+(100) seconds, and every row is scored on the test half (AP, max F1, F1 at the automatic threshold, recall in
+the top 1.5 x count, seconds per micrograph, training time; EMPIAR-10017's published pickers beside them).
+Writes --report-dir (docs)/accuracy.md with PR plots, overlays and results.json.  See
+streampick/accuracybench.py.
 """
 from __future__ import annotations
 
@@ -56,6 +64,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     _add_stream_args(parser)
     _add_train_args(parser)
+    _add_accuracy_args(parser)
 
 
 def _add_stream_args(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +115,21 @@ def _add_train_args(parser: argparse.ArgumentParser) -> None:
                        help="also train both engines from Topaz's pretrained resnet8_u32")
 
 
+def _add_accuracy_args(parser: argparse.ArgumentParser) -> None:
+    accuracy = parser.add_argument_group("real-data accuracy (--accuracy)")
+    accuracy.add_argument("--accuracy", type=Path, metavar="ROOT",
+                          help="score the real sets under ROOT (../shared/data/real) by issue 7's protocol and "
+                               "write the report (accuracy.md, PR plots, overlays, results.json)")
+    accuracy.add_argument("--report-dir", type=Path, default=Path("docs"),
+                          help="where --accuracy writes accuracy.md and accuracy/ (default docs)")
+    accuracy.add_argument("--sets", nargs="+", metavar="KEY", help="only these sets (10017 10146 10028)")
+    accuracy.add_argument("--time-limit", type=positive_float,
+                          help="--accuracy: seconds for everything fine-tuning does (default 100)")
+
+
 def main(args: argparse.Namespace) -> int:
+    if args.accuracy:
+        return _accuracy_main(args)
     if args.size is None:
         args.size = 2048 if args.train else 4096
     if args.stream:
@@ -175,6 +198,29 @@ def _train_main(args: argparse.Namespace) -> int:
         print(f"streampick bench --train: keeping {folder}", file=sys.stderr)
     results = trainbench.run_benchmark(config, folder, checkpoint=args.json)  # the JSON, kept current
     print(trainreport.markdown_report(results, command=_command(), date=datetime.date.today().isoformat()))
+    return 0
+
+
+def _accuracy_main(args: argparse.Namespace) -> int:
+    """``--accuracy``: the real-data accuracy report (streampick/accuracybench.py)."""
+    from .. import accuracybench, accuracyreport, bench
+
+    if not args.accuracy.is_dir():
+        print(f"streampick bench --accuracy: {args.accuracy} is not a folder (give ../shared/data/real)",
+              file=sys.stderr)
+        return 2
+    given = {"root": args.accuracy, "sets": tuple(args.sets) if args.sets else None,
+             "time_limit": args.time_limit}
+    config = accuracybench.AccuracyConfig(**{k: v for k, v in given.items() if v is not None})
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    results = accuracybench.run_benchmark(config, progress)
+    text = accuracyreport.write_outputs(results, config, args.report_dir, command=_command(),
+                                        date=datetime.date.today().isoformat(),
+                                        machine=bench.machine_description())
+    print(text)
     return 0
 
 

@@ -88,6 +88,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                           "regularizer meant for very few labels. 0: off (default). Costs ~1.5x per update; on "
                           "simulated data with 5-90 labels W = 0.3-3 did not change the best held-out AP. Topaz "
                           "sums the error over its 63x63 reconstruction: Topaz's W x 3969 = ours")
+    fit.add_argument("--time-limit", type=positive_float, metavar="SECONDS",
+                     help="stop updating after this many seconds of training (the epoch under way ends there and "
+                          "is evaluated); default: no limit")
     fit.add_argument("--precision", choices=["auto", "float32", "bfloat16"], default="auto",
                      help="training precision (auto: bfloat16 where the hardware is native)")
     fit.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
@@ -134,7 +137,8 @@ def main(args: argparse.Namespace) -> int:
         objective=args.objective, epochs=args.epochs, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         radius=args.radius, positive_fraction=args.positive_fraction, slack=args.slack,
         negative_weight=args.negative_weight, augment=not args.no_augment, max_angle=args.max_angle,
-        precision=args.precision, seed=args.seed, autoencoder=args.autoencoder)
+        precision=args.precision, seed=args.seed, autoencoder=args.autoencoder,
+        time_limit=args.time_limit)
     reference = _read_reference(args.test_reference, data, args.flip_y) if args.test_reference else None
     if args.k_fold:
         outcome, extra, n_test = _cross_validate(args, device, data, options, diameter, reference, json_progress)

@@ -100,7 +100,7 @@ def load_model(spec: str | Path, device: torch.device | str = "cpu") -> Model:
     if spec.startswith("topaz:"):
         model = _load_topaz(find_topaz_pretrained(spec.split(":", 1)[1]))
     else:
-        path = _resolve_path(spec)
+        path = resolve_model_path(spec)
         model = _load_topaz(path) if path.suffix == ".sav" else _load_checkpoint(path)
     return prepare_for_inference(model, device)
 
@@ -123,7 +123,9 @@ def prepare_for_inference(model: Model, device: torch.device | str | None = None
     return model
 
 
-def _resolve_path(spec: str) -> Path:
+def resolve_model_path(spec: str) -> Path:
+    """The checkpoint file a model name or path refers to (``$STREAMPICK_MODELS`` first, then the shipped
+    models); raises ModelError when there is none."""
     path = Path(spec).expanduser()
     if path.is_file():
         return path

@@ -65,6 +65,7 @@ class TrainOptions:
     precision: str = "auto"  # float32, bfloat16, or auto: bfloat16 where native (same AP, ~2x faster on CPU)
     seed: int = 0
     autoencoder: float = 0.0  # weight of the crop-reconstruction MSE (train.autoencoder); 0: no decoder at all
+    time_limit: float | None = None  # seconds of updates after which training stops (the epoch ends early)
 
 
 @dataclass(frozen=True)
@@ -254,22 +255,29 @@ def train(model: Model, train_set: Sequence[LabelledMicrograph], test_set: Seque
     best.offer(history[0].ap, 0, model)
     step_seconds: list[float] = []
     net.train()
+    deadline = None if options.time_limit is None else time.perf_counter() + options.time_limit
     for epoch in range(1, options.epochs + 1):
         start, losses, errors = time.perf_counter(), [], []
         for step in range(options.steps):
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
             loss, error = _step(net, sampler, optimizer, options, prior, device, dtype, decoder)
             losses.append(loss)
             if error is not None:
                 errors.append(error)
             callbacks.step((epoch - 1) * options.steps + step + 1, loss)
-        step_seconds.append((time.perf_counter() - start) / max(options.steps, 1))
+        if not losses and options.steps:  # the time limit fell at an epoch boundary
+            break
+        step_seconds.append((time.perf_counter() - start) / max(len(losses), 1))
         ap = evaluate()
-        history.append(EpochRecord(epoch, options.steps, float(np.mean(losses)) if losses else None, ap,
+        history.append(EpochRecord(epoch, len(losses), float(np.mean(losses)) if losses else None, ap,
                                    time.perf_counter() - start, float(np.mean(errors)) if errors else None))
         callbacks.epoch(history[-1])
         best.offer(ap, epoch, model)
+        if len(losses) < options.steps:
+            break
     if best.model is None:  # nothing held out: keep the last weights
-        best.model, best.epoch = _snapshot(model), options.epochs
+        best.model, best.epoch = _snapshot(model), history[-1].epoch
     return TrainResult(best.model, best.epoch, best.ap, history, prior,
                        float(np.median(step_seconds)) if step_seconds else 0.0)
 
