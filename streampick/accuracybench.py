@@ -40,6 +40,7 @@ from .picks import Picks
 from .realsets import SETS, RealSet, SetFiles, find_set, load_set, published_picks, sample_picks
 from .train.data import LabelledMicrograph
 from .train.loop import TrainOptions, automatic_threshold, train
+from .train.threshold import ThresholdEstimate
 
 log = logging.getLogger(__name__)
 NOMINAL_PIXEL_SIZE = 1.0  # the sets are used in pixels: 1 px = 1 "Å" for every length below
@@ -185,20 +186,24 @@ def leave_one_out_path(spec: str, key: str) -> Path:
 
 def finetuned_row(config: AccuracyConfig, files: SetFiles, progress: Callable[[str], None]) -> Row:
     """Row (c): fine-tune on sparse train-half labels within the time limit, then pick the test half."""
-    model, threshold, seconds, steps = finetune(config, files)
+    model, estimate, seconds, steps = finetune(config, files)
     progress(f"  (c) fine-tuned: {steps} updates, {seconds:.1f} s for everything training does")
     label = (f"(c) fine-tuned from {config.finetune_start.split(':')[-1]}, "
              f"{config.label_fraction:.0%} of train-half picks")
-    row = score_test_half(config, files, model, config.finetune_across, label, "finetuned", threshold)
+    row = score_test_half(config, files, model, config.finetune_across, label, "finetuned", estimate.value)
     row.training_seconds = seconds
     row.note = f"{steps} updates of {config.batch_size}"
+    if estimate.pu_f1_value is not None:  # the other rule training offers (--threshold-method pu-f1), for reference
+        _, _, f1, _ = row.result.at_threshold(estimate.pu_f1_value)
+        row.note += f"; the PU-F1 threshold rule would have given {estimate.pu_f1_value:.3g} (F1 {f1:.3f})"
     return row
 
 
-def finetune(config: AccuracyConfig, files: SetFiles) -> tuple[Model, float, float, int]:
+def finetune(config: AccuracyConfig, files: SetFiles) -> tuple[Model, ThresholdEstimate, float, int]:
     """Train from ``config.finetune_start`` on a random ``label_fraction`` of the train half's reference picks.
 
-    Returns (model with its card threshold, the threshold, wall seconds of everything, updates done).  The
+    Returns (model with its card threshold, the threshold estimate (``value`` is the card's: the count rule),
+    wall seconds of everything, updates done).  The
     expected particle count for π and the threshold is the train half's mean reference count, as a user
     would estimate it; nothing from the test half is read.
     """
@@ -225,7 +230,7 @@ def finetune(config: AccuracyConfig, files: SetFiles) -> tuple[Model, float, flo
     estimate = automatic_threshold(result.model, train_set, [], expected_particles=expected,
                                    particle_diameter=diameter)
     trained = Model(result.model.net, dataclasses.replace(result.model.card, threshold=estimate.value))
-    return trained, estimate.value, time.perf_counter() - start, result.history[-1].steps
+    return trained, estimate, time.perf_counter() - start, result.history[-1].steps
 
 
 def _score_seconds_estimate(pixels: int) -> float:
