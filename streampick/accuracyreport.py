@@ -212,8 +212,12 @@ def plot_curves(result: SetResult, path: Path) -> None:
         else:
             ax.plot([res.best_recall], [res.best_precision], "s", markersize=6,
                     label=f"{row.label} (F1 {res.best_f1:.3f})")
+        if row.kind == "published" and res.has_scores:  # where all its picks are, as for the others
+            ax.plot([res.n_tp / res.n_ref], [res.n_tp / max(res.n_pred, 1)], "s", color=line.get_color(),
+                    markersize=6)
     ax.set(xlim=(0, 1.02), ylim=(0, 1.02), xlabel="recall", ylabel="precision",
-           title=f"{result.files.realset.title}, test half (dots: automatic threshold)")
+           title=f"{result.files.realset.title}: test half\n(dots: automatic threshold; squares: all picks)")
+    ax.title.set_fontsize(10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left", fontsize=6.5)
     buffer = io.BytesIO()

@@ -308,6 +308,36 @@ def evaluate_sets(pred: dict[str, Picks], ref: dict[str, Picks], radius: float,
     return _result(np.concatenate(scores), np.concatenate(flags), n_ref, method, radius, ignored)
 
 
+def merge_duplicates(picks: Picks, within: float) -> Picks:
+    """One centre per cluster of picks linked by distances below ``within`` (the clusters' mean position,
+    best score): for references whose derivation listed one particle several times."""
+    n = len(picks)
+    if n < 2:
+        return picks
+    xy = np.c_[picks.x, picks.y]
+    parent = np.arange(n)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    d2 = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1)
+    for i, j in zip(*np.nonzero(np.triu(d2 < within * within, 1))):
+        parent[root(i)] = root(j)
+    labels = np.array([root(i) for i in range(n)])
+    _, cluster = np.unique(labels, return_inverse=True)
+    count = np.bincount(cluster)
+    x = np.bincount(cluster, picks.x) / count
+    y = np.bincount(cluster, picks.y) / count
+    score = np.full(len(count), np.nan)
+    if picks.has_scores:
+        score = np.full(len(count), -np.inf)
+        np.maximum.at(score, cluster, picks.score)
+    return Picks.from_arrays(x, y, score)
+
+
 def plot_pr(result: EvalResult, path: str | Path, *, title: str | None = None) -> None:
     """Write the precision-recall curve of ``result`` as a PNG (needs matplotlib).
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .evaluate import merge_duplicates
 from .io.micrograph import micrograph_shape
 from .io.picksets import read_pick_sets
 from .picks import Picks
@@ -110,36 +111,6 @@ def published_picks(root: Path, files: SetFiles, glob: str, report: Callable[[st
     shapes = {p.stem: micrograph_shape(p) for p in (*files.train, *files.test)}
     return read_pick_sets(sorted(folder.glob(glob)), shapes, what="published pick",
                           flip=files.realset.published_flip_y, report=report)
-
-
-def merge_duplicates(picks: Picks, within: float) -> Picks:
-    """One centre per cluster of picks linked by distances below ``within`` (the clusters' mean position,
-    best score): for references whose derivation listed one particle several times."""
-    n = len(picks)
-    if n < 2:
-        return picks
-    xy = np.c_[picks.x, picks.y]
-    parent = np.arange(n)
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    d2 = ((xy[:, None, :] - xy[None, :, :]) ** 2).sum(-1)
-    for i, j in zip(*np.nonzero(np.triu(d2 < within * within, 1))):
-        parent[root(i)] = root(j)
-    labels = np.array([root(i) for i in range(n)])
-    _, cluster = np.unique(labels, return_inverse=True)
-    count = np.bincount(cluster)
-    x = np.bincount(cluster, picks.x) / count
-    y = np.bincount(cluster, picks.y) / count
-    score = np.full(len(count), np.nan)
-    if picks.has_scores:
-        score = np.full(len(count), -np.inf)
-        np.maximum.at(score, cluster, picks.score)
-    return Picks.from_arrays(x, y, score)
 
 
 def sample_picks(reference: Mapping[str, Picks], names: Sequence[str], fraction: float, seed: int

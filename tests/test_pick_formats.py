@@ -362,6 +362,23 @@ def test_evaluate_without_micrographs_matches_names_with_extra_suffixes(tmp_path
     assert summary["ignored_micrographs"] == ["other"]
 
 
+def test_evaluate_merges_a_reference_that_lists_particles_twice(tmp_path, capsys):
+    reference = tmp_path / "m.csv"  # the 10146 pattern: one particle as rows 1 px apart
+    reference.write_text("x,y\n100,100\n101,100\n100,101\n300,300\n301,300\n")
+    predicted = tmp_path / "m.star"
+    predicted.write_text("data_\nloop_\n_rlnCoordinateX\n_rlnCoordinateY\n_rlnAutopickFigureOfMerit\n"
+                         "100 100 2.0\n300 300 1.0\n")
+    out = tmp_path / "r.json"
+    args = ["evaluate", "--predicted", str(predicted), "--reference", str(reference), "--radius", "20",
+            "--json", str(out)]
+    assert main(args) == 0
+    assert json.loads(out.read_text())["summary"]["best_recall"] == pytest.approx(2 / 5)
+    assert main([*args, "--merge-reference", "10"]) == 0
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["n_ref"] == 2 and summary["best_recall"] == 1.0 and summary["ap"] == 1.0
+    assert "merged 3 reference rows" in capsys.readouterr().out
+
+
 def test_train_accepts_flip_y_and_image_formats():
     args = build_parser().parse_args(["train", "--micrographs", "a.png", "--labels", "a.star", "-o", "m.pt",
                                       "--expected-particles", "10", "--pixel-size", "1.77", "--flip-y"])

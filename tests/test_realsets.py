@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from streampick.accuracybench import top_recall
+from streampick.evaluate import merge_duplicates
 from streampick.picks import Picks
-from streampick.realsets import SETS, load_set, merge_duplicates, published_picks, sample_picks, split_halves
+from streampick.realsets import SETS, load_set, published_picks, sample_picks, split_halves
 
 
 def test_split_halves_sorts_by_name_and_gives_the_extra_one_to_test():
