@@ -90,15 +90,39 @@ TRAINING_KEYS: dict[str, tuple[tuple, Any]] = {
     "nice": ((int,), 19),
     "repick": ((bool,), True),
 }
+EXECUTOR_KEYS: dict[str, tuple[tuple, Any]] = {
+    "kind": ((str,), "in-process"),  # or dask; `executor: dask` is short for `executor: {kind: dask}`
+}
+DASK_KEYS: dict[str, tuple[tuple, Any]] = {
+    "scheduler": ((str, type(None)), None),  # join a running cluster: tcp://HOST:8786
+    "cluster": ((str, type(None)), None),  # or start one: local | slurm
+    "workers": ((int,), 2),  # local: worker processes
+    "tasks_per_worker": ((int,), 2),  # tasks in flight per worker
+    "gpu_per_task": ((bool,), False),  # reserve the Dask resource GPU=1 per task
+    "connect_timeout": ((int, float), 10.0),
+    "allow_insecure_remote": ((bool,), False),  # a tcp:// scheduler outside loopback (no TLS)
+    "slurm_queue": ((str, type(None)), None),
+    "slurm_account": ((str, type(None)), None),
+    "slurm_walltime": ((str,), "12:00:00"),
+    "slurm_cores": ((int,), 4),
+    "slurm_memory": ((str,), "32GB"),
+    "slurm_gpus_per_job": ((int,), 1),
+    "slurm_scheduler_host": ((str, type(None)), None),  # where this daemon's scheduler listens for SLURM workers
+    "adaptive_minimum": ((int,), 0),
+    "adaptive_maximum": ((int,), 4),
+}
 SECTIONS = {"watch": WATCH_KEYS, "output": OUTPUT_KEYS, "picking": PICKING_KEYS, "training": TRAINING_KEYS,
-            "publish": PUBLISH_KEYS, "control": CONTROL_KEYS, "security": SECURITY_KEYS, "daemon": DAEMON_KEYS}
+            "publish": PUBLISH_KEYS, "control": CONTROL_KEYS, "security": SECURITY_KEYS, "daemon": DAEMON_KEYS,
+            "executor": EXECUTOR_KEYS, "dask": DASK_KEYS}
 REQUIRED = {("watch", "folder"), ("output", "folder")}  # required by 'streampick run' only
 CHOICES = {("watch", "observer"): ("inotify", "polling"),
            ("picking", "precision"): ("auto", "float32", "bfloat16"),
            ("training", "precision"): ("auto", "float32", "bfloat16"),
-           ("training", "objective"): ("ge-binomial", "ge-kl", "pn", "nnpu")}
+           ("training", "objective"): ("ge-binomial", "ge-kl", "pn", "nnpu"),
+           ("executor", "kind"): ("in-process", "dask"),
+           ("dask", "cluster"): ("local", "slurm")}
 SIGNED_KEYS = {"threshold", "floor"}  # logits: any sign
-NON_NEGATIVE_KEYS = {"min_ap_gain", "nice"}  # zero allowed
+NON_NEGATIVE_KEYS = {"min_ap_gain", "nice", "slurm_gpus_per_job", "adaptive_minimum"}  # zero allowed
 
 
 def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
@@ -115,11 +139,36 @@ def load_config(path: str | Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"config {path}: not valid YAML ({' '.join(str(err).split())})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config {path}: top level must be a mapping of sections")
+    if isinstance(raw.get("executor"), str):
+        raw["executor"] = {"kind": raw["executor"]}
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown config section (known: {', '.join(SECTIONS)})")
     config = {name: validate_section(name, raw.get(name) or {}, keys) for name, keys in SECTIONS.items()}
+    check_executor(config)
     return resolve_paths(config, Path(path).resolve().parent)
+
+
+def check_executor(config: dict[str, dict[str, Any]]) -> None:
+    """``executor.kind: dask`` needs exactly one of ``dask.scheduler`` and ``dask.cluster``.
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    dask = config["dask"]
+    if config["executor"]["kind"] != "dask":
+        return
+    if bool(dask["scheduler"]) == bool(dask["cluster"]):
+        raise ConfigError("dask.scheduler: with executor: dask give either dask.scheduler (join a running "
+                          "cluster) or dask.cluster (local or slurm), not both or neither")
+    if dask["adaptive_minimum"] > dask["adaptive_maximum"]:
+        raise ConfigError(f"dask.adaptive_minimum: {dask['adaptive_minimum']} is above dask.adaptive_maximum "
+                          f"({dask['adaptive_maximum']})")
+
+
+def default_config() -> dict[str, dict[str, Any]]:
+    """Every section with its defaults (what an empty config file gives)."""
+    return {name: validate_section(name, {}, keys) for name, keys in SECTIONS.items()}
 
 
 PATH_KEYS = [("watch", "folder"), ("output", "folder"), ("output", "journal"), ("training", "labels_folder"),
@@ -152,7 +201,7 @@ def validate_section(name: str, values: dict, keys: dict[str, tuple[tuple, Any]]
         out[key] = value
     for key, value in out.items():
         choices = CHOICES.get((name, key))
-        if choices and value not in choices:
+        if choices and value is not None and value not in choices:
             raise ConfigError(f"{name}.{key}: must be one of {', '.join(choices)}, got {value!r}")
         if isinstance(value, list) and not all(isinstance(item, str) for item in value):
             raise ConfigError(f"{name}.{key}: expected a list of strings, got {value!r}")

@@ -22,6 +22,9 @@ class MicrographError(StreampickError):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # picklable, so that a worker process can hand it back (executor.py)
+        return type(self), (self.path, self.reason)
+
 
 class IncompleteMicrographError(MicrographError):
     """The file is shorter than its header promises: it may still be being written."""

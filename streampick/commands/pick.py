@@ -41,39 +41,69 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="network precision (default auto: bfloat16 where the hardware is native)")
     parser.add_argument("--batch-size", type=int, help="micrographs scored together (default 1)")
     parser.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
+    where = parser.add_argument_group("where to pick (the config's executor and dask sections)")
+    where.add_argument("--executor", choices=["in-process", "dask"],
+                       help="in-process (default) or dask (pip install 'streampick[dask]')")
+    cluster = where.add_mutually_exclusive_group()
+    cluster.add_argument("--scheduler", help="dask: join the running cluster at this address (tcp://HOST:8786)")
+    cluster.add_argument("--cluster", choices=["local", "slurm"], help="dask: start a cluster (slurm: the config's "
+                                                                         "dask.slurm_* keys)")
+    where.add_argument("--workers", type=int, help="dask local cluster: worker processes (default 2)")
 
 
-def resolve_options(args: argparse.Namespace) -> dict:
-    """The 'picking' options: config file values (or defaults) overridden by the options given."""
-    from ..config import PICKING_KEYS, load_config, validate_section
+def resolve_config(args: argparse.Namespace) -> dict:
+    """The config file's sections (or the defaults), with the 'picking', 'executor' and 'dask' keys the options
+    give overriding them."""
+    from ..config import check_executor, default_config, load_config
 
-    options = load_config(args.config)["picking"] if args.config else validate_section("picking", {},
-                                                                                        PICKING_KEYS)
+    config = load_config(args.config) if args.config else default_config()
+    options = config["picking"]
     for key in options:
         given = getattr(args, key, None)
         if given is not None:
             options[key] = given
-    return options
+    if args.executor:
+        config["executor"]["kind"] = args.executor
+    for key in ("scheduler", "cluster", "workers"):
+        if getattr(args, key, None) is not None:
+            config["dask"][key] = getattr(args, key)
+            if key != "workers":  # the other way to reach a cluster no longer applies
+                config["dask"]["cluster" if key == "scheduler" else "scheduler"] = None
+    check_executor(config)
+    return config
+
+
+def resolve_options(args: argparse.Namespace) -> dict:
+    """The 'picking' options: config file values (or defaults) overridden by the options given."""
+    return resolve_config(args)["picking"]
 
 
 def main(args: argparse.Namespace) -> int:
+    from contextlib import closing
+
     from rich.progress import Progress
 
     from ..device import select_device
-    from ..nets.checkpoint import load_model
+    from ..executor import ModelRef, PickTask, executor_from_config, remember_model
+    from ..nets.checkpoint import load_model, model_version
     from ..outputs import write_micrograph_outputs, write_run_outputs
-    from ..pick import PickFailure, nms_radius, pick_micrographs, settings_from_options
+    from ..pick import PickFailure, nms_radius, settings_from_options
 
-    opts = resolve_options(args)
-    device = select_device(opts["device"])
-    model = load_model(opts["model"], device)
+    config = resolve_config(args)
+    opts = config["picking"]
+    spec = str(Path(opts["model"]).resolve()) if Path(opts["model"]).is_file() else opts["model"]
+    model = load_model(spec, select_device(opts["device"]))
+    ref = ModelRef(spec, model_version(model))
+    remember_model(ref, opts["device"], model)  # an in-process executor picks with this one, not a second copy
     settings = settings_from_options(opts)
     threshold = opts["threshold"] if opts["threshold"] is not None else (model.card.threshold or 0.0)
     radius = nms_radius(settings, model)
+    tasks = [PickTask(str(Path(p).resolve()), ref, settings, opts["device"]) for p in args.micrographs]
     results, failed = [], 0
-    with Progress(transient=False) as progress:
-        task = progress.add_task("picking", total=len(args.micrographs))
-        for outcome in pick_micrographs(args.micrographs, model, settings, device, opts["batch_size"]):
+    executor = executor_from_config(config)
+    with Progress(transient=False) as progress, closing(executor):
+        task = progress.add_task(f"picking ({executor.name})", total=len(args.micrographs))
+        for outcome in executor.pick(tasks):
             progress.advance(task)
             if isinstance(outcome, PickFailure):
                 log.error("%s", outcome.error)
@@ -82,6 +112,8 @@ def main(args: argparse.Namespace) -> int:
             box = opts["box_size"] or _default_box(model.card.particle_diameter, radius, outcome.pixel_size)
             write_micrograph_outputs(outcome, args.output, threshold=threshold, box_size=box)
             results.append(outcome)
+    order = {task.path: i for i, task in enumerate(tasks)}  # a cluster returns them as they finish
+    results.sort(key=lambda r: order.get(str(Path(r.path).resolve()), len(order)))
     write_run_outputs(results, args.output, threshold=threshold)
     n_picks = sum(len(r.picks.above(threshold)) for r in results)
     log.info("picked %d micrographs (%d failed): %d picks >= %.2f, candidates in %s",

@@ -37,7 +37,7 @@ from ..device import select_device
 from ..errors import ConfigError, IncompleteMicrographError, MicrographError, StreampickError
 from ..io.coords import write_combined_star, write_star
 from ..io.micrograph import read_micrograph
-from ..nets.checkpoint import Model, load_model
+from ..nets.checkpoint import Model, load_model, model_version
 from ..pick import PickResult, Prepared, prepare, score_and_extract, settings_from_options, working_pixel_size
 from ..picks import Picks
 from .completeness import CompletenessTracker
@@ -54,12 +54,6 @@ from .watcher import WatchSettings, scan_existing, start_observer
 from .workqueue import BACKLOG, NEW, REPICK, WorkItem, WorkQueue
 
 log = logging.getLogger("streampick.daemon")
-
-
-def model_version(model: Model) -> str:
-    """The version string stamped on every result of ``model``."""
-    card = model.card
-    return card.version if card.source == "topaz" else f"{card.name}:{card.version}"
 
 
 ACTIVE_MODEL_KEY = "active_model"

@@ -123,6 +123,12 @@ def prepare_for_inference(model: Model, device: torch.device | str | None = None
     return model
 
 
+def model_version(model: Model) -> str:
+    """The version string stamped on every result of ``model`` (and the key workers cache it under)."""
+    card = model.card
+    return card.version if card.source == "topaz" else f"{card.name}:{card.version}"
+
+
 def resolve_model_path(spec: str) -> Path:
     """The checkpoint file a model name or path refers to (``$STREAMPICK_MODELS`` first, then the shipped
     models); raises ModelError when there is none."""

@@ -1,0 +1,310 @@
+"""Where picking work runs (issue 8's executor seam): in this process (the default; Dask is never imported),
+or on a Dask distributed cluster (``pip install 'streampick[dask]'``).
+
+A task is a micrograph *path* on a filesystem the workers share, a model *reference* (what ``load_model``
+takes, plus its version) and the picking settings; its result is the micrograph's picks, GMM fit and stage
+timings (:class:`~streampick.pick.PickResult`) or a one-line failure.  Image bytes never travel through the
+scheduler, and each worker process loads a model version once and keeps it (:func:`run_pick_task`'s cache,
+newest versions kept).  Callers decide what to pick and write and commit the results themselves.
+
+Status (2026-11-26): ``streampick pick`` runs through this seam; the daemon's scoring stage and its re-picks
+do not yet (issue 8, capability 1 continues there).
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import socket
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from .errors import ConfigError, MicrographError
+from .pick import (
+    PickFailure,
+    PickResult,
+    PickSettings,
+    pick_micrographs,
+    prepare,
+    score_and_extract,
+    working_pixel_size,
+)
+
+log = logging.getLogger(__name__)
+MODEL_CACHE_SIZE = 2  # model versions a worker keeps loaded (the active one and the one it replaces)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as workers load it: ``spec`` for ``load_model`` (a path on the shared filesystem, a shipped
+    name, ``topaz:NAME``) and ``version``, the cache key (a new version is loaded, never a stale one)."""
+
+    spec: str
+    version: str
+
+
+@dataclass(frozen=True)
+class PickTask:
+    """One micrograph to pick: everything a worker needs, and nothing large."""
+
+    path: str
+    model: ModelRef
+    settings: PickSettings
+    device: str = "auto"
+
+
+Outcome = PickResult | PickFailure
+
+
+# ---------------------------------------------------------------------------------------------- the task
+
+
+_models: OrderedDict[tuple[str, str], Any] = OrderedDict()
+_models_lock = threading.Lock()
+
+
+def cached_model(ref: ModelRef, device: str = "auto"):
+    """The model ``ref`` names, loaded once per process and version (the :data:`MODEL_CACHE_SIZE` most recently
+    used versions are kept)."""
+    from .device import select_device
+    from .nets.checkpoint import load_model
+
+    key = (ref.version, device)
+    with _models_lock:
+        if key in _models:
+            _models.move_to_end(key)
+            return _models[key]
+        model = load_model(ref.spec, select_device(device))
+        _models[key] = model
+        while len(_models) > MODEL_CACHE_SIZE:
+            old, _ = _models.popitem(last=False)
+            log.info("worker %s: model version %s evicted", worker_name(), old[0])
+        return model
+
+
+def remember_model(ref: ModelRef, device: str, model) -> None:
+    """Put a model this process already loaded into the cache, so that tasks run here use it."""
+    with _models_lock:
+        _models[(ref.version, device)] = model
+        _models.move_to_end((ref.version, device))
+        while len(_models) > MODEL_CACHE_SIZE:
+            _models.popitem(last=False)
+
+
+def loaded_versions() -> list[str]:
+    """The model versions this process holds (for a worker's status)."""
+    with _models_lock:
+        return [version for version, _ in _models]
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_pick_task(task: PickTask) -> Outcome:
+    """Pick one micrograph where this function runs: read, preprocess, score, extract.  A micrograph that
+    cannot be read gives a :class:`~streampick.pick.PickFailure`; anything else raises (the executor reports
+    it, and Dask retries the task elsewhere when a worker dies)."""
+    import time
+
+    model = cached_model(task.model, task.device)
+    device = next(model.net.parameters()).device
+    start = time.perf_counter()
+    try:
+        from .io.micrograph import read_micrograph
+
+        micrograph = read_micrograph(task.path, task.settings.pixel_size)
+    except MicrographError as err:
+        return PickFailure(Path(task.path), err)
+    read_time = time.perf_counter() - start
+    prepared = prepare(micrograph, working_pixel_size(task.settings, model, micrograph.pixel_size), device)
+    prepared.timings["read"] = read_time
+    return score_and_extract([prepared], model, task.settings)[0]
+
+
+# ---------------------------------------------------------------------------------------------- executors
+
+
+class Executor(Protocol):
+    """Runs pick tasks.  ``submit`` returns a future of the outcome (higher ``priority`` runs first where the
+    executor queues); ``pick`` runs many and yields the outcomes as they complete."""
+
+    name: str
+
+    def submit(self, task: PickTask, priority: int = 0) -> Future: ...
+
+    def pick(self, tasks: Iterable[PickTask]) -> Iterator[Outcome]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessExecutor:
+    """Picks in the calling thread: ``submit`` runs the task before it returns; ``pick`` scores up to
+    ``batch_size`` same-shape micrographs together (what ``streampick pick`` always did)."""
+
+    name = "in-process"
+
+    def __init__(self, batch_size: int = 1) -> None:
+        self.batch_size = batch_size
+
+    def submit(self, task: PickTask, priority: int = 0) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(run_pick_task(task))
+        except Exception as err:  # the caller sees it from result(), as from a remote executor
+            future.set_exception(err)
+        return future
+
+    def pick(self, tasks: Iterable[PickTask]) -> Iterator[Outcome]:
+        tasks = list(tasks)
+        if not tasks:
+            return
+        first = tasks[0]
+        if any(t.model != first.model or t.settings != first.settings or t.device != first.device for t in tasks):
+            for task in tasks:  # mixed models or settings: one at a time
+                yield run_pick_task(task)
+            return
+        model = cached_model(first.model, first.device)
+        device = next(model.net.parameters()).device
+        yield from pick_micrographs([t.path for t in tasks], model, first.settings, device, self.batch_size)
+
+    def close(self) -> None:
+        pass
+
+
+class DaskExecutor:
+    """Submits tasks to a Dask distributed cluster through ``client``; at most ``in_flight`` tasks at a time in
+    :meth:`pick`.  ``resources`` (e.g. ``{"GPU": 1}``) reserves worker resources per task.  ``owned`` are
+    closed with the executor (a cluster this executor started)."""
+
+    name = "dask"
+
+    def __init__(self, client, *, in_flight: int, resources: dict[str, float] | None = None,
+                 owned: tuple = ()) -> None:
+        self.client, self.in_flight, self.resources, self.owned = client, in_flight, resources, owned
+
+    def submit(self, task: PickTask, priority: int = 0) -> Future:
+        return self.client.submit(run_pick_task, task, priority=priority, pure=False, resources=self.resources)
+
+    def pick(self, tasks: Iterable[PickTask]) -> Iterator[Outcome]:
+        from distributed import as_completed
+
+        pending = deque(tasks)
+        running = as_completed()
+        for _ in range(min(self.in_flight, len(pending))):
+            running.add(self.submit(pending.popleft()))
+        for future in running:
+            yield future.result()
+            if pending:
+                running.add(self.submit(pending.popleft()))
+
+    def close(self) -> None:
+        self.client.close()
+        for thing in self.owned:
+            thing.close()
+
+
+# ---------------------------------------------------------------------------------------------- from config
+
+
+def is_loopback(address: str) -> bool:
+    """Whether a scheduler address (``tcp://HOST:PORT``, ``tls://...``) names this machine's loopback."""
+    host = urlparse(address if "://" in address else f"tcp://{address}").hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_scheduler_address(address: str, allow_remote: bool) -> None:
+    """Refuse a scheduler outside loopback reached without TLS, unless the config explicitly allows it.
+
+    Raises:
+        ConfigError: naming ``dask.scheduler``.
+    """
+    scheme = urlparse(address).scheme if "://" in address else "tcp"
+    if scheme not in ("tcp", "tls", "inproc"):
+        raise ConfigError(f"dask.scheduler: '{address}' is not a Dask address (write tcp://HOST:8786 or "
+                          "tls://HOST:8786)")
+    if scheme == "tcp" and not is_loopback(address) and not allow_remote:
+        raise ConfigError(f"dask.scheduler: {address} is outside this machine and not TLS: use tls:// with Dask's "
+                          "TLS configured, or set dask.allow_insecure_remote: true on a trusted network")
+
+
+def executor_from_config(config: dict[str, dict[str, Any]]) -> Executor:
+    """The executor the config asks for (``executor.kind``, and the ``dask`` section).
+
+    Raises:
+        ConfigError: Dask is not installed, or a ``dask`` key is wrong (an unreachable scheduler, an unknown
+            cluster kind, a remote scheduler without TLS), naming the key.
+    """
+    kind = config["executor"]["kind"]
+    if kind == "in-process":
+        return InProcessExecutor(config["picking"]["batch_size"])
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError("executor.kind: dask needs Dask distributed: pip install 'streampick[dask]'") from None
+    options = config["dask"]
+    resources = {"GPU": 1} if options["gpu_per_task"] else None
+    if options["scheduler"]:
+        check_scheduler_address(options["scheduler"], options["allow_insecure_remote"])
+        try:
+            client = Client(options["scheduler"], timeout=f"{options['connect_timeout']}s")
+        except OSError as err:
+            raise ConfigError(f"dask.scheduler: cannot reach {options['scheduler']} ({err})") from None
+        workers = max(len(client.scheduler_info().get("workers", {})), 1)
+        return DaskExecutor(client, in_flight=workers * options["tasks_per_worker"], resources=resources)
+    cluster_kind = options["cluster"]
+    if cluster_kind == "local":
+        cluster = LocalCluster(n_workers=options["workers"], threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None,
+                               resources={"GPU": 1} if resources else None)
+        client = Client(cluster)
+        return DaskExecutor(client, in_flight=options["workers"] * options["tasks_per_worker"],
+                            resources=resources, owned=(cluster,))
+    if cluster_kind == "slurm":
+        cluster = slurm_cluster(options)
+        client = Client(cluster)
+        return DaskExecutor(client, in_flight=options["adaptive_maximum"] * options["tasks_per_worker"],
+                            resources=resources, owned=(cluster,))
+    raise ConfigError(f"dask.cluster: unknown cluster kind {cluster_kind!r} (local or slurm), or set dask.scheduler")
+
+
+def slurm_cluster(options: dict[str, Any]):
+    """A ``dask_jobqueue.SLURMCluster`` from the ``dask`` section: one worker process per job, each job asking
+    for ``slurm_gpus_per_job`` GPUs, scaled adaptively between ``adaptive_minimum`` and ``adaptive_maximum``.
+
+    Raises:
+        ConfigError: dask-jobqueue is not installed.
+    """
+    try:
+        from dask_jobqueue import SLURMCluster
+    except ImportError:
+        raise ConfigError("dask.cluster: slurm needs dask-jobqueue: pip install 'streampick[dask]'") from None
+    import dask
+
+    host = options["slurm_scheduler_host"]
+    local_only = host is not None and is_loopback(host)
+    if not (local_only or options["allow_insecure_remote"] or dask.config.get("distributed.comm.require-encryption",
+                                                                              False)):
+        raise ConfigError("dask.cluster: slurm workers reach this scheduler over the network: configure Dask's TLS "
+                          "(distributed.comm.require-encryption and its certificates), or set "
+                          "dask.allow_insecure_remote: true on a trusted cluster network")
+    gpus = options["slurm_gpus_per_job"]
+    cluster = SLURMCluster(
+        queue=options["slurm_queue"], account=options["slurm_account"], walltime=options["slurm_walltime"],
+        cores=options["slurm_cores"], memory=options["slurm_memory"], processes=1,
+        job_extra_directives=[f"--gres=gpu:{gpus}"] if gpus else [],
+        worker_extra_args=["--resources", f"GPU={gpus}"] if gpus else [],
+        scheduler_options={"dashboard_address": None, **({"host": host} if host else {})}, silence_logs="error")
+    cluster.adapt(minimum=options["adaptive_minimum"], maximum=options["adaptive_maximum"])
+    return cluster
