@@ -7,8 +7,8 @@ timings (:class:`~streampick.pick.PickResult`) or a one-line failure.  Image byt
 scheduler, and each worker process loads a model version once and keeps it (:func:`run_pick_task`'s cache,
 newest versions kept).  Callers decide what to pick and write and commit the results themselves.
 
-Status (2026-11-26): ``streampick pick`` runs through this seam; the daemon's scoring stage and its re-picks
-do not yet (issue 8, capability 1 continues there).
+``streampick pick`` runs through this seam, and so does the daemon with ``executor: dask`` (its live picks
+and re-picks; with the in-process executor it keeps its own batched loop).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import socket
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -141,6 +141,8 @@ class Executor(Protocol):
 
     def pick(self, tasks: Iterable[PickTask]) -> Iterator[Outcome]: ...
 
+    def describe(self) -> dict[str, Any]: ...
+
     def close(self) -> None: ...
 
 
@@ -174,6 +176,9 @@ class InProcessExecutor:
         device = next(model.net.parameters()).device
         yield from pick_micrographs([t.path for t in tasks], model, first.settings, device, self.batch_size)
 
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.name}
+
     def close(self) -> None:
         pass
 
@@ -190,19 +195,39 @@ class DaskExecutor:
         self.client, self.in_flight, self.resources, self.owned = client, in_flight, resources, owned
 
     def submit(self, task: PickTask, priority: int = 0) -> Future:
-        return self.client.submit(run_pick_task, task, priority=priority, pure=False, resources=self.resources)
+        """The task on the cluster, as a ``concurrent.futures.Future`` (which keeps the Dask future alive: a
+        Dask future that is garbage-collected is forgotten by the scheduler).  A worker that dies mid-task
+        makes Dask run it again elsewhere; what cannot finish (the scheduler is gone, the task failed on too
+        many workers) comes back as the future's exception."""
+        remote = self.client.submit(run_pick_task, task, priority=priority, pure=False, resources=self.resources)
+        local: Future = Future()
+        local.remote = remote  # type: ignore[attr-defined]
+
+        def settle(done) -> None:
+            try:
+                local.set_result(done.result())
+            except BaseException as err:  # CancelledError, a lost scheduler, a task error
+                local.set_exception(err)
+
+        remote.add_done_callback(settle)
+        return local
 
     def pick(self, tasks: Iterable[PickTask]) -> Iterator[Outcome]:
-        from distributed import as_completed
-
-        pending = deque(tasks)
-        running = as_completed()
-        for _ in range(min(self.in_flight, len(pending))):
-            running.add(self.submit(pending.popleft()))
-        for future in running:
-            yield future.result()
-            if pending:
+        pending, running = deque(tasks), set()
+        while pending or running:
+            while pending and len(running) < self.in_flight:
                 running.add(self.submit(pending.popleft()))
+            done, running = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                yield future.result()
+
+    def describe(self) -> dict[str, Any]:
+        """For ``status``: the scheduler and its workers (count, model versions are not known here)."""
+        try:
+            info = self.client.scheduler_info()
+            return {"kind": self.name, "scheduler": info.get("address"), "workers": len(info.get("workers", {}))}
+        except Exception as err:  # the scheduler is unreachable: say so rather than fail the status
+            return {"kind": self.name, "error": str(err).splitlines()[0] if str(err) else type(err).__name__}
 
     def close(self) -> None:
         self.client.close()
@@ -253,6 +278,7 @@ def executor_from_config(config: dict[str, dict[str, Any]]) -> Executor:
         from distributed import Client, LocalCluster
     except ImportError:
         raise ConfigError("executor.kind: dask needs Dask distributed: pip install 'streampick[dask]'") from None
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # its INFO lines would flood the daemon's log
     options = config["dask"]
     resources = {"GPU": 1} if options["gpu_per_task"] else None
     if options["scheduler"]:

@@ -28,6 +28,8 @@ import signal
 import sqlite3
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,10 +37,19 @@ from typing import Any
 from ..config import describe
 from ..device import select_device
 from ..errors import ConfigError, IncompleteMicrographError, MicrographError, StreampickError
+from ..executor import ModelRef, PickTask, executor_from_config
 from ..io.coords import write_combined_star, write_star
 from ..io.micrograph import read_micrograph
 from ..nets.checkpoint import Model, load_model, model_version
-from ..pick import PickResult, Prepared, prepare, score_and_extract, settings_from_options, working_pixel_size
+from ..pick import (
+    PickFailure,
+    PickResult,
+    Prepared,
+    prepare,
+    score_and_extract,
+    settings_from_options,
+    working_pixel_size,
+)
 from ..picks import Picks
 from .completeness import CompletenessTracker
 from .control import ControlServer
@@ -111,6 +122,10 @@ class Daemon:
         """Run until ``shutdown`` (control), SIGTERM or SIGINT; returns the exit code."""
         log.info("effective configuration:\n%s", describe(self.config))
         self.device = select_device(self.config["picking"]["device"])
+        # a cluster that cannot be reached is a config error, before anything starts
+        self.executor = executor_from_config(self.config) if self.config["executor"]["kind"] == "dask" else None
+        if self.executor is not None:
+            log.info("picking on a Dask cluster: %s", self.executor.describe())
         self.out_dir.mkdir(parents=True, exist_ok=True)
         journal_path = self.config["output"]["journal"] or self.out_dir / "journal.sqlite"
         self.journal = Journal(journal_path)
@@ -177,6 +192,8 @@ class Daemon:
         if finetuner is not None:
             finetuner.stop()
         self._write_combined()
+        if getattr(self, "executor", None) is not None:
+            self.executor.close()
         self.control.close()
         self.publisher.close()
         self.journal.close()
@@ -250,6 +267,8 @@ class Daemon:
     # ----------------------------------------------------------------------------------------- worker
 
     def _worker_loop(self) -> None:
+        if self.executor is not None:
+            return self._cluster_loop()
         batch_size = self.config["picking"]["batch_size"]
         while not self.stop_event.is_set():
             item = self.work.get(0.25, time.monotonic)
@@ -272,35 +291,89 @@ class Daemon:
               ) -> tuple[WorkItem, Prepared, tuple[str, int, int], float] | None:
         """Read, identify and preprocess one queued micrograph; None when there is nothing to pick."""
         started = time.time()
+        identity = self._identify(item, active)
+        if identity is None:
+            return None
         try:
-            identity, size = file_identity(item.path)
             start = time.perf_counter()
             micrograph = read_micrograph(item.path, self.settings.pixel_size, mmap=False)
             read_time = time.perf_counter() - start
-        except IncompleteMicrographError:
-            self.journal.set_state(item.micrograph_id, "waiting")  # rewritten in place: wait again
-            self.tracker.touch(Path(item.path))
-            return None
         except (MicrographError, OSError) as err:
-            message = str(err) if isinstance(err, MicrographError) else f"{item.path}: cannot read ({err})"
-            self.journal.set_state(item.micrograph_id, "failed", error=message)
-            self.report(item.path, "read", message)
-            return None
-        generation = self.journal.generation(item.micrograph_id)
-        existing = self.journal.find_result(identity, active.version, generation)
-        if existing is not None:
-            if existing.micrograph_id == item.micrograph_id:
-                self.journal.set_state(item.micrograph_id, "done")
-            else:
-                first = self.journal.micrograph(existing.micrograph_id)
-                note = f"same content as {first.path if first else 'an earlier micrograph'}; not picked again"
-                self.journal.set_state(item.micrograph_id, "duplicate", error=note, identity=identity)
-                log.info("%s: %s", item.path, note)
+            self._unreadable(item, err)
             return None
         target = working_pixel_size(self.settings, active.model, micrograph.pixel_size)
         prepared = prepare(micrograph, target, self.device)
         prepared.timings["read"] = read_time
-        return item, prepared, (identity, size, generation), started
+        return item, prepared, identity, started
+
+    def _identify(self, item: WorkItem, active: ActiveModel) -> tuple[str, int, int] | None:
+        """(content identity, size, generation) of a queued micrograph, or None when the active model has
+        already picked this content (this file: done; another file: a duplicate) or the file is unreadable."""
+        try:
+            identity, size = file_identity(item.path)
+        except OSError as err:
+            self._unreadable(item, err)
+            return None
+        generation = self.journal.generation(item.micrograph_id)
+        existing = self.journal.find_result(identity, active.version, generation)
+        if existing is None:
+            return identity, size, generation
+        if existing.micrograph_id == item.micrograph_id:
+            self.journal.set_state(item.micrograph_id, "done")
+        else:
+            first = self.journal.micrograph(existing.micrograph_id)
+            note = f"same content as {first.path if first else 'an earlier micrograph'}; not picked again"
+            self.journal.set_state(item.micrograph_id, "duplicate", error=note, identity=identity)
+            log.info("%s: %s", item.path, note)
+        return None
+
+    def _unreadable(self, item: WorkItem, err: Exception) -> None:
+        """A micrograph that could not be read: wait again if it is still being written, else fail it once."""
+        if isinstance(err, IncompleteMicrographError):
+            self.journal.set_state(item.micrograph_id, "waiting")  # rewritten in place: wait again
+            self.tracker.touch(Path(item.path))
+            return
+        message = str(err) if isinstance(err, MicrographError) else f"{item.path}: cannot read ({err})"
+        self.journal.set_state(item.micrograph_id, "failed", error=message)
+        self.report(item.path, "read", message)
+
+    def _cluster_loop(self) -> None:
+        """Pick through the configured cluster (``executor: dask``): the daemon identifies each queued
+        micrograph and skips what is already picked, workers read, score and extract it, and the daemon writes
+        the outputs and commits, so the journal stays the one record.  At most ``in_flight`` tasks are out at a
+        time, new arrivals first (the work queue's order, and Dask's priority).  A task that cannot finish (its
+        scheduler gone, or it failed on too many workers) is retried after ``daemon.retry_seconds``; tasks
+        still out at shutdown stay queued in the journal and are picked after a restart."""
+        in_flight: dict = {}
+        device = self.config["picking"]["device"]
+        while not self.stop_event.is_set():
+            while len(in_flight) < self.executor.in_flight:
+                item = self.work.get(0.0 if in_flight else 0.25, time.monotonic)
+                if item is None:
+                    break
+                active, started = self.active, time.time()
+                identity = self._identify(item, active)
+                if identity is None:
+                    continue
+                task = PickTask(item.path, ModelRef(_shared_spec(active.spec), active.version), self.settings, device)
+                in_flight[self.executor.submit(task, priority=-item.priority)] = (item, identity, started, active)
+            if not in_flight:
+                continue
+            done, _ = futures_wait(list(in_flight), timeout=0.25, return_when=FIRST_COMPLETED)
+            for future in done:
+                item, identity, started, active = in_flight.pop(future)
+                try:
+                    outcome = future.result()
+                except Exception as err:  # the cluster could not pick it: not the micrograph's fault
+                    reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+                    self._retry(item, "cluster", f"{item.path}: picking on the cluster failed ({reason})")
+                    continue
+                if isinstance(outcome, PickFailure):
+                    self._unreadable(item, outcome.error)
+                    continue
+                self._finish(item, identity, started, outcome, active)
+        for future in in_flight:
+            future.remote.cancel()  # left queued in the journal: picked after a restart
 
     def _finish(self, item: WorkItem, identity: tuple[str, int, int], started: float,
                 result: PickResult, active: ActiveModel) -> None:
@@ -431,7 +504,8 @@ class Daemon:
                 "repicked": self.journal.count_results(active.version),
                 "training": self.finetuner.summary(),
                 "last_seq": self.journal.last_seq(), "uptime_s": time.time() - self.started,
-                "device": str(self.device), "output": str(self.out_dir), "watch": str(self.watch.folder)}
+                "device": str(self.device), "output": str(self.out_dir), "watch": str(self.watch.folder),
+                "executor": self.executor.describe() if self.executor is not None else {"kind": "in-process"}}
 
     def stats_message(self) -> dict:
         status = self.status()
@@ -574,6 +648,12 @@ class Daemon:
     def _request_shutdown(self) -> dict:
         self.stop_event.set()
         return {"state": "stopping"}
+
+
+def _shared_spec(spec: str) -> str:
+    """A model spec workers elsewhere can load: a relative file path made absolute (names stay names)."""
+    path = Path(spec)
+    return str(path.resolve()) if path.is_file() else spec
 
 
 def _curve(security: dict) -> CurveServer | None:

@@ -1,0 +1,137 @@
+"""The daemon picking on a real Dask LocalCluster (worker processes on loopback, issue 8): files land, picks
+arrive once each and equal in-process picks; a worker killed with kill -9 mid-stream costs nothing and
+repeats nothing; an unreachable scheduler stops the start with a message naming the key."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from daemon_harness import DaemonHarness, land, write_micrograph
+
+from streampick.cli import main
+from streampick.daemon.security import free_loopback_port
+from streampick.io.coords import read_coordinates
+from streampick.nets import Model, ModelCard, build, save_model
+from streampick.simulate import simulate_micrograph
+
+pytest.importorskip("distributed", reason="Dask distributed is not installed (pip install 'streampick[dask]')")
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("model") / "tiny.pt"
+    card = ModelCard(name="tiny", architecture="resnet8", units=32, pixel_size=8.0, particle_diameter=150.0,
+                     threshold=0.0, version="7")
+    save_model(path, Model(build("resnet8", 32).eval(), card))
+    return path
+
+
+@pytest.fixture(scope="module")
+def sources(tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("sources")
+    rng = np.random.default_rng(5)
+    paths = []
+    for index in range(12):
+        image, _ = simulate_micrograph(rng, shape=(1024, 1024), pixel_size=1.0, particle_diameter_a=150.0,
+                                       n_particles=20)
+        paths.append(folder / f"src_{index}.mrc")
+        write_micrograph(paths[-1], image)
+    return paths
+
+
+def _cluster_daemon(root: Path, model: Path, workers: int) -> DaemonHarness:
+    return DaemonHarness(root, model, executor__kind="dask", dask__cluster="local", dask__workers=workers,
+                         picking__precision="float32")
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant process of ``pid`` (from /proc)."""
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if int(fields[1]) == parent:
+                    found.append(int(entry.name))
+                    frontier.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_the_daemon_picks_on_a_local_cluster_exactly_once_and_as_in_process(tmp_path, model_path, sources):
+    daemon = _cluster_daemon(tmp_path, model_path, workers=2)
+    try:
+        daemon.start()
+        status = daemon.control("status")
+        assert status["executor"]["kind"] == "dask" and status["executor"]["workers"] == 2
+        for i in range(4):
+            land(daemon.watched, f"mic_{i}.mrc", sources[i], "rename")
+        daemon.wait_for(lambda: len(daemon.picked_names()) == 4, 90, "4 micrographs picked on the cluster")
+        daemon.receive(1.0)
+        picks = daemon.picks()
+        assert sorted(m["micrograph"]["name"] for m in picks) == [f"mic_{i}" for i in range(4)]  # once each
+        assert all(m["model"]["version"] == "tiny:7" for m in picks)
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+    local = tmp_path / "local"
+    assert main(["-q", "pick", *(str(daemon.watched / f"mic_{i}.mrc") for i in range(4)), "-o", str(local),
+                 "-m", str(model_path), "--radius", "70A", "--edge-margin", "20A", "--precision", "float32"]) == 0
+    expected = read_coordinates(local / "candidates.txt")
+    for message in picks:
+        ours = expected[message["micrograph"]["name"]]
+        assert len(message["picks"]["x"]) == len(ours)
+        np.testing.assert_allclose(message["picks"]["x"], ours.x, atol=0.01)
+        np.testing.assert_allclose(message["picks"]["score"], ours.score, atol=1e-3)
+
+
+def test_a_worker_killed_mid_stream_costs_no_micrograph_and_repeats_none(tmp_path, model_path, sources):
+    daemon = _cluster_daemon(tmp_path, model_path, workers=2)
+    try:
+        daemon.start()
+        # LocalCluster's nannies run in the daemon and start each worker as a multiprocessing child
+        workers = [p for p in _children(daemon.process.pid) if "spawn_main" in _cmdline(p)]
+        assert len(workers) == 2, [_cmdline(p) for p in _children(daemon.process.pid)]
+        for i in range(6):
+            land(daemon.watched, f"mic_{i}.mrc", sources[i], "rename")
+        daemon.wait_for(lambda: len(daemon.picked_names()) >= 1, 60, "the first pick")
+        os.kill(workers[-1], signal.SIGKILL)  # kill -9 one worker while the rest of the six are in flight
+        for i in range(6, 12):
+            land(daemon.watched, f"mic_{i}.mrc", sources[i], "rename")
+        daemon.wait_for(lambda: len(daemon.picked_names()) == 12, 120, "12 micrographs picked")
+        daemon.receive(1.0)
+        names = [m["micrograph"]["name"] for m in daemon.picks()]
+        assert sorted(names) == sorted(f"mic_{i}" for i in range(12))  # every one, once
+        assert daemon.control("status")["counts"]["done"] == 12
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+
+
+def test_an_unreachable_scheduler_stops_the_start_with_the_key_named(tmp_path, model_path):
+    daemon = DaemonHarness(tmp_path, model_path, executor__kind="dask",
+                           dask__scheduler=f"tcp://127.0.0.1:{free_loopback_port()}", dask__connect_timeout=1.0)
+    try:
+        done = subprocess.run([sys.executable, "-m", "streampick", "run", "--config", str(daemon.config)],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode != 0
+        assert "dask.scheduler: cannot reach tcp://127.0.0.1:" in done.stderr
+    finally:
+        daemon.close()
