@@ -101,6 +101,7 @@ DASK_KEYS: dict[str, tuple[tuple, Any]] = {
     "gpu_per_task": ((bool,), False),  # reserve the Dask resource GPU=1 per task
     "connect_timeout": ((int, float), 10.0),
     "allow_insecure_remote": ((bool,), False),  # a tcp:// scheduler outside loopback (no TLS)
+    "on_scheduler_loss": ((str,), "wait"),  # or in-process: pick in the daemon until the scheduler returns
     "slurm_queue": ((str, type(None)), None),
     "slurm_account": ((str, type(None)), None),
     "slurm_walltime": ((str,), "12:00:00"),
@@ -120,7 +121,8 @@ CHOICES = {("watch", "observer"): ("inotify", "polling"),
            ("training", "precision"): ("auto", "float32", "bfloat16"),
            ("training", "objective"): ("ge-binomial", "ge-kl", "pn", "nnpu"),
            ("executor", "kind"): ("in-process", "dask"),
-           ("dask", "cluster"): ("local", "slurm")}
+           ("dask", "cluster"): ("local", "slurm"),
+           ("dask", "on_scheduler_loss"): ("wait", "in-process")}
 SIGNED_KEYS = {"threshold", "floor"}  # logits: any sign
 NON_NEGATIVE_KEYS = {"min_ap_gain", "nice", "slurm_gpus_per_job", "adaptive_minimum"}  # zero allowed
 

@@ -191,8 +191,30 @@ class DaskExecutor:
     name = "dask"
 
     def __init__(self, client, *, in_flight: int, resources: dict[str, float] | None = None,
-                 owned: tuple = ()) -> None:
+                 owned: tuple = (), address: str | None = None, connect_timeout: float = 10.0) -> None:
         self.client, self.in_flight, self.resources, self.owned = client, in_flight, resources, owned
+        self.address, self.connect_timeout = address, connect_timeout  # a scheduler we joined, to rejoin
+
+    def healthy(self) -> bool:
+        """Whether the client is connected to its scheduler."""
+        return self.client.status == "running"
+
+    def reconnect(self) -> bool:
+        """Whether the scheduler is reachable again: the client reconnects by itself for ``connect_timeout``
+        seconds after a loss and then closes; a closed client to a scheduler we joined is replaced by a new
+        one when the scheduler answers."""
+        if self.healthy():
+            return True
+        if self.address is None or self.client.status not in ("closed", "closing"):
+            return False
+        from distributed import Client
+
+        try:
+            client = Client(self.address, timeout=f"{self.connect_timeout}s")
+        except OSError:
+            return False
+        self.client = client
+        return True
 
     def submit(self, task: PickTask, priority: int = 0) -> Future:
         """The task on the cluster, as a ``concurrent.futures.Future`` (which keeps the Dask future alive: a
@@ -223,14 +245,18 @@ class DaskExecutor:
 
     def describe(self) -> dict[str, Any]:
         """For ``status``: the scheduler and its workers (count, model versions are not known here)."""
+        if not self.healthy():  # the client's cached scheduler info would still show the lost workers
+            return {"kind": self.name, "scheduler": self.address, "connected": False, "workers": 0}
         try:
             info = self.client.scheduler_info()
-            return {"kind": self.name, "scheduler": info.get("address"), "workers": len(info.get("workers", {}))}
+            return {"kind": self.name, "scheduler": info.get("address"), "connected": True,
+                    "workers": len(info.get("workers", {}))}
         except Exception as err:  # the scheduler is unreachable: say so rather than fail the status
-            return {"kind": self.name, "error": str(err).splitlines()[0] if str(err) else type(err).__name__}
+            return {"kind": self.name, "scheduler": self.address, "connected": False,
+                    "error": str(err).splitlines()[0] if str(err) else type(err).__name__}
 
     def close(self) -> None:
-        self.client.close()
+        self.client.close(timeout=5)
         for thing in self.owned:
             thing.close()
 
@@ -288,7 +314,8 @@ def executor_from_config(config: dict[str, dict[str, Any]]) -> Executor:
         except OSError as err:
             raise ConfigError(f"dask.scheduler: cannot reach {options['scheduler']} ({err})") from None
         workers = max(len(client.scheduler_info().get("workers", {})), 1)
-        return DaskExecutor(client, in_flight=workers * options["tasks_per_worker"], resources=resources)
+        return DaskExecutor(client, in_flight=workers * options["tasks_per_worker"], resources=resources,
+                            address=options["scheduler"], connect_timeout=options["connect_timeout"])
     cluster_kind = options["cluster"]
     if cluster_kind == "local":
         cluster = LocalCluster(n_workers=options["workers"], threads_per_worker=1, processes=True,

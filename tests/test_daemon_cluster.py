@@ -135,3 +135,67 @@ def test_an_unreachable_scheduler_stops_the_start_with_the_key_named(tmp_path, m
         assert "dask.scheduler: cannot reach tcp://127.0.0.1:" in done.stderr
     finally:
         daemon.close()
+
+
+class _Cluster:
+    """A Dask scheduler and one worker as separate processes on a fixed loopback port."""
+
+    def __init__(self, port: int, root: Path) -> None:
+        self.address, self.root, self.processes = f"tcp://127.0.0.1:{port}", root, []
+        self.port = port
+
+    def start(self) -> None:
+        with open(self.root / "cluster.log", "ab") as log:  # the children keep their own handles
+            self.processes = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
+                                                "127.0.0.1", "--port", str(self.port), "--no-dashboard"],
+                                               stdout=log, stderr=subprocess.STDOUT)]
+            self.processes.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker",
+                                                    self.address, "--nthreads", "1", "--host", "127.0.0.1",
+                                                    "--no-dashboard"], stdout=log, stderr=subprocess.STDOUT))
+        from distributed import Client
+
+        with Client(self.address, timeout="30s") as client:
+            client.wait_for_workers(1, timeout=30)
+
+    def kill(self) -> None:
+        for process in self.processes:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("mode", ["in-process", "wait"])
+def test_a_scheduler_that_goes_away_and_comes_back_loses_nothing(tmp_path, model_path, sources, mode):
+    cluster = _Cluster(free_loopback_port(), tmp_path)
+    cluster.start()
+    daemon = DaemonHarness(tmp_path, model_path, executor__kind="dask", dask__scheduler=cluster.address,
+                           dask__connect_timeout=2.0, dask__on_scheduler_loss=mode)
+    try:
+        daemon.start()
+        for i in range(2):
+            land(daemon.watched, f"mic_{i}.mrc", sources[i], "rename")
+        daemon.wait_for(lambda: len(daemon.picked_names()) == 2, 60, "2 picks on the cluster")
+        cluster.kill()
+        for i in range(2, 4):
+            land(daemon.watched, f"mic_{i}.mrc", sources[i], "rename")
+        daemon.wait_for(lambda: any("connection lost" in e["message"] for e in daemon.errors()), 60,
+                        "the lost scheduler reported")
+        lost = [e for e in daemon.errors() if "connection lost" in e["message"]]
+        assert len(lost) == 1 and lost[0]["message"].startswith(f"dask.scheduler {cluster.address}: ")
+        if mode == "in-process":
+            daemon.wait_for(lambda: len(daemon.picked_names()) == 4, 60, "2 picks in-process meanwhile")
+        else:
+            daemon.receive(3.0)
+            assert len(daemon.picked_names()) == 2  # waiting: queued, not lost
+        cluster.start()
+        daemon.wait_for(lambda: daemon.control("status")["executor"].get("connected") and
+                        daemon.control("status")["executor"].get("workers") == 1, 60, "the scheduler back")
+        for i in range(4, 6):
+            land(daemon.watched, f"mic_{i}.mrc", sources[i], "rename")
+        daemon.wait_for(lambda: len(daemon.picked_names()) == 6, 90, "all 6 picked")
+        daemon.receive(1.0)
+        names = [m["micrograph"]["name"] for m in daemon.picks()]
+        assert sorted(names) == [f"mic_{i}" for i in range(6)]  # every one, once
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
+        cluster.kill()

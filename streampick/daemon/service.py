@@ -341,12 +341,26 @@ class Daemon:
         """Pick through the configured cluster (``executor: dask``): the daemon identifies each queued
         micrograph and skips what is already picked, workers read, score and extract it, and the daemon writes
         the outputs and commits, so the journal stays the one record.  At most ``in_flight`` tasks are out at a
-        time, new arrivals first (the work queue's order, and Dask's priority).  A task that cannot finish (its
-        scheduler gone, or it failed on too many workers) is retried after ``daemon.retry_seconds``; tasks
-        still out at shutdown stay queued in the journal and are picked after a restart."""
+        time, new arrivals first (the work queue's order, and Dask's priority).  A task that fails while the
+        scheduler is up is retried after ``daemon.retry_seconds``.  When the scheduler is lost, what was out is
+        re-queued, the loss is reported once, and until it answers again the daemon waits or picks in-process
+        (``dask.on_scheduler_loss``).  Tasks still out at shutdown stay queued in the journal."""
         in_flight: dict = {}
+        outage, next_probe = False, 0.0
         device = self.config["picking"]["device"]
         while not self.stop_event.is_set():
+            if outage:
+                if time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + 2.0
+                    if self.executor.reconnect():
+                        outage = False
+                        log.info("Dask scheduler back: %s", self.executor.describe())
+                        continue
+                if self.config["dask"]["on_scheduler_loss"] == "in-process":
+                    self._pick_one_in_process()
+                else:
+                    self.stop_event.wait(0.25)
+                continue
             while len(in_flight) < self.executor.in_flight:
                 item = self.work.get(0.0 if in_flight else 0.25, time.monotonic)
                 if item is None:
@@ -360,20 +374,47 @@ class Daemon:
             if not in_flight:
                 continue
             done, _ = futures_wait(list(in_flight), timeout=0.25, return_when=FIRST_COMPLETED)
+            lost = []
             for future in done:
                 item, identity, started, active = in_flight.pop(future)
                 try:
                     outcome = future.result()
                 except Exception as err:  # the cluster could not pick it: not the micrograph's fault
+                    if not self.executor.healthy():
+                        lost.append(item)
+                        continue
                     reason = str(err).splitlines()[0] if str(err) else type(err).__name__
                     self._retry(item, "cluster", f"{item.path}: picking on the cluster failed ({reason})")
                     continue
                 if isinstance(outcome, PickFailure):
                     self._unreadable(item, outcome.error)
-                    continue
-                self._finish(item, identity, started, outcome, active)
+                else:
+                    self._finish(item, identity, started, outcome, active)
+            if lost or not self.executor.healthy():
+                lost += [entry[0] for entry in in_flight.values()]
+                in_flight.clear()
+                for item in lost:
+                    self.work.put(item.micrograph_id, item.path, item.priority)
+                mode = self.config["dask"]["on_scheduler_loss"]
+                self.report(None, "cluster", f"dask.scheduler {self.executor.address or 'of the local cluster'}: "
+                            f"connection lost; {len(lost)} micrographs re-queued, "
+                            + ("picking in-process until it returns" if mode == "in-process"
+                               else "waiting for it to return"))
+                outage, next_probe = True, time.monotonic() + 2.0
         for future in in_flight:
             future.remote.cancel()  # left queued in the journal: picked after a restart
+
+    def _pick_one_in_process(self) -> None:
+        """The in-process path for one queued micrograph (the cluster fallback)."""
+        item = self.work.get(0.25, time.monotonic)
+        if item is None:
+            return
+        active = self.active
+        loaded = self._load(item, active)
+        if loaded is not None:
+            work_item, prepared, identity, started = loaded
+            result = score_and_extract([prepared], active.model, self.settings)[0]
+            self._finish(work_item, identity, started, result, active)
 
     def _finish(self, item: WorkItem, identity: tuple[str, int, int], started: float,
                 result: PickResult, active: ActiveModel) -> None:
