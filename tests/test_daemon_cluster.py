@@ -199,3 +199,23 @@ def test_a_scheduler_that_goes_away_and_comes_back_loses_nothing(tmp_path, model
     finally:
         daemon.close()
         cluster.kill()
+
+
+def test_a_new_arrival_overtakes_queued_repicks_on_the_cluster(tmp_path, model_path, sources):
+    daemon = DaemonHarness(tmp_path, model_path, executor__kind="dask", dask__cluster="local", dask__workers=1,
+                           dask__tasks_per_worker=1)
+    try:
+        daemon.start()
+        for i in range(11):
+            land(daemon.watched, f"mic_{i}.mrc", sources[i], "rename")
+        daemon.wait_for(lambda: len(daemon.picked_names()) == 11, 90, "11 micrographs picked")
+        assert daemon.control("reprocess", all=True)["queued"] == 11  # 11 re-picks queued behind new arrivals
+        land(daemon.watched, "late.mrc", sources[11], "rename")
+        daemon.wait_for(lambda: sum(m["repick"] for m in daemon.picks()) == 11 and "late" in daemon.picked_names(),
+                        120, "the re-picks and the new arrival")
+        late = next(m for m in daemon.picks() if m["micrograph"]["name"] == "late")
+        after = [m for m in daemon.picks() if m["repick"] and m["seq"] > late["seq"]]
+        assert not late["repick"] and len(after) >= 6, (late["seq"], [m["seq"] for m in daemon.picks()])
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
