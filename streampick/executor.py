@@ -57,6 +57,8 @@ class PickTask:
     model: ModelRef
     settings: PickSettings
     device: str = "auto"
+    emulated_device_s: float | None = None  # benchmark only (bench --scale): hold this long instead of scoring
+    submitted: float | None = None  # time.time() at submission: the result's timings then say how long it waited
 
 
 Outcome = PickResult | PickFailure
@@ -113,6 +115,7 @@ def run_pick_task(task: PickTask) -> Outcome:
     it, and Dask retries the task elsewhere when a worker dies)."""
     import time
 
+    began = time.time()
     model = cached_model(task.model, task.device)
     device = next(model.net.parameters()).device
     start = time.perf_counter()
@@ -125,7 +128,42 @@ def run_pick_task(task: PickTask) -> Outcome:
     read_time = time.perf_counter() - start
     prepared = prepare(micrograph, working_pixel_size(task.settings, model, micrograph.pixel_size), device)
     prepared.timings["read"] = read_time
-    return score_and_extract([prepared], model, task.settings)[0]
+    if task.emulated_device_s is not None:
+        result = _emulated_pick(prepared, model, task.settings, task.emulated_device_s)
+    else:
+        result = score_and_extract([prepared], model, task.settings)[0]
+    if task.submitted is not None:  # queued on the cluster (the scheduler, the worker's own queue), model loading
+        result.timings["cluster_wait"] = max(0.0, began - task.submitted)
+    return result
+
+
+EMULATION_ENV = "STREAMPICK_BENCH_EMULATED_DEVICE_S"
+"""Set by ``streampick bench --scale`` only: the daemon's cluster tasks hold this many seconds instead of running
+the network (the CPU cannot show GPU speed), and their picks are meaningless."""
+
+
+def _emulated_pick(prepared, model, settings: PickSettings, seconds: float) -> PickResult:
+    """The benchmark's stand-in for the GPU: hold ``seconds``, then extract picks from the inverted, smoothed
+    image (real extraction work on a real-sized map)."""
+    import time
+
+    import torch.nn.functional as F
+
+    from .extract import extract_picks
+    from .pick import nms_radius
+
+    start = time.perf_counter()
+    time.sleep(seconds)
+    score_map = -F.avg_pool2d(prepared.image[None, None], 3, stride=1, padding=1)[0, 0]
+    held = time.perf_counter() - start
+    start = time.perf_counter()
+    original = prepared.micrograph
+    to_scaled = prepared.scaled_pixel_size / original.pixel_size
+    radius = nms_radius(settings, model).pixels(original.pixel_size) / to_scaled
+    picks = extract_picks(score_map, radius=radius, floor=settings.floor, scale=prepared.scale)
+    timings = dict(prepared.timings, score=held, extract=time.perf_counter() - start)
+    return PickResult(original.path, original.data.shape, original.pixel_size, prepared.scaled_pixel_size, picks,
+                      prepared.gmm, timings)
 
 
 # ---------------------------------------------------------------------------------------------- executors

@@ -65,6 +65,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     _add_stream_args(parser)
     _add_train_args(parser)
     _add_accuracy_args(parser)
+    _add_scale_args(parser)
 
 
 def _add_stream_args(parser: argparse.ArgumentParser) -> None:
@@ -127,9 +128,23 @@ def _add_accuracy_args(parser: argparse.ArgumentParser) -> None:
                           help="--accuracy: seconds for everything fine-tuning does (default 100)")
 
 
+def _add_scale_args(parser: argparse.ArgumentParser) -> None:
+    scale = parser.add_argument_group("scale-out on Dask (--scale)")
+    scale.add_argument("--scale", action="store_true",
+                       help="benchmark the daemon on a Dask LocalCluster of N worker processes with an emulated "
+                            "50 ms device (streampick/scalebench.py; needs streampick[dask])")
+    scale.add_argument("--workers", type=positive_int, nargs="+", default=[1, 2, 4, 8],
+                       help="--scale: worker counts N (default 1 2 4 8)")
+    scale.add_argument("--emulated-ms", type=positive_float, default=50.0,
+                       help="--scale: emulated device time per micrograph (default 50 ms)")
+    scale.add_argument("--plot", type=Path, help="--scale: also write throughput against N as a PNG")
+
+
 def main(args: argparse.Namespace) -> int:
     if args.accuracy:
         return _accuracy_main(args)
+    if args.scale:
+        return _scale_main(args)
     if args.size is None:
         args.size = 2048 if args.train else 4096
     if args.stream:
@@ -221,6 +236,24 @@ def _accuracy_main(args: argparse.Namespace) -> int:
                                         date=datetime.date.today().isoformat(),
                                         machine=bench.machine_description())
     print(text)
+    return 0
+
+
+def _scale_main(args: argparse.Namespace) -> int:
+    """``--scale``: the Dask scale-out benchmark (streampick/scalebench.py)."""
+    from .. import bench, scalebench
+
+    settings = scalebench.default_settings()
+    overrides = {"n": args.n, "interval": args.interval, "keep": args.keep or None}
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    results = scalebench.run_benchmark(args.workers, settings, args.emulated_ms / 1000,
+                                       progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(scalebench.markdown_report(results, command=_command(), date=datetime.date.today().isoformat(),
+                                     machine=bench.machine_description()))
+    if args.plot:
+        scalebench.plot_throughput(results, args.plot)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import queue
 import signal
 import sqlite3
@@ -37,7 +38,7 @@ from typing import Any
 from ..config import describe
 from ..device import select_device
 from ..errors import ConfigError, IncompleteMicrographError, MicrographError, StreampickError
-from ..executor import ModelRef, PickTask, executor_from_config
+from ..executor import EMULATION_ENV, ModelRef, PickTask, executor_from_config
 from ..io.coords import write_combined_star, write_star
 from ..io.micrograph import read_micrograph
 from ..nets.checkpoint import Model, load_model, model_version
@@ -348,6 +349,10 @@ class Daemon:
         in_flight: dict = {}
         outage, next_probe = False, 0.0
         device = self.config["picking"]["device"]
+        emulated = float(os.environ[EMULATION_ENV]) if os.environ.get(EMULATION_ENV) else None
+        if emulated is not None:
+            log.warning("BENCHMARK MODE (%s=%g): cluster tasks hold %g s instead of scoring; picks are meaningless",
+                        EMULATION_ENV, emulated, emulated)
         while not self.stop_event.is_set():
             if outage:
                 if time.monotonic() >= next_probe:
@@ -369,7 +374,8 @@ class Daemon:
                 identity = self._identify(item, active)
                 if identity is None:
                     continue
-                task = PickTask(item.path, ModelRef(_shared_spec(active.spec), active.version), self.settings, device)
+                task = PickTask(item.path, ModelRef(_shared_spec(active.spec), active.version), self.settings, device,
+                                emulated, submitted=time.time())
                 in_flight[self.executor.submit(task, priority=-item.priority)] = (item, identity, started, active)
             if not in_flight:
                 continue

@@ -1,0 +1,152 @@
+"""Scale-out benchmark (issue 8): ``streampick bench --scale``.
+
+The streaming daemon (``streampick run``, as in :mod:`streampick.streambench`) picks on a Dask ``LocalCluster``
+of N worker processes, for N in ``workers``.  A CPU cannot show GPU speed, so the cluster's tasks *emulate*
+the device: each does the real read, preprocessing, extraction and result return on a small micrograph, and
+holds a fixed emulated device time (default 50 ms, the GPU target of 20 micrographs/s) instead of running the
+network (:data:`~streampick.executor.EMULATION_ENV`; this mode exists only here, and the report says so).
+Micrographs are renamed into the watched folder faster than the pool can pick them; the journal commits
+every result.  Measured per N: sustained throughput (first to last publication) against N × 1/emulated time,
+and the orchestration overhead per micrograph, from submission to commit minus the emulated device time.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from .executor import EMULATION_ENV
+from .streambench import (
+    Lander,
+    Session,
+    StreamSettings,
+    _context,
+    _finish,
+    _lander_main,
+    _start,
+    describe,
+    first_messages,
+    follow,
+    stage_sources,
+    summarize_throughput,
+)
+
+TARGET_RATIO = {1: 0.8, 2: 0.8, 4: 0.8, 8: 0.7}  # issue 8: ≥ 0.8 × N × rate up to 4, ≥ 0.7 × at 8
+OVERHEAD_TARGET_S = 0.005  # median at N = 8
+
+
+def default_settings(n: int = 400, interval: float = 0.004) -> StreamSettings:
+    """256² micrographs at 4 Å/px, picked at 8 Å/px (a 128² map), 50 distinct renders, a 50 ms settle."""
+    return StreamSettings(model="random:resnet8_u32", n=n, interval=interval, size=256, unique=50,
+                          pixel_size=4.0, target_pixel_size=8.0, settle_seconds=0.05, slow_write_s=0.0)
+
+
+def run_scale(workers: int, settings: StreamSettings, emulated_s: float = 0.05, tasks_per_worker: int = 2) -> dict:
+    """One run of the daemon on a LocalCluster of ``workers`` processes (see the module docstring)."""
+    os.environ[EMULATION_ENV] = f"{emulated_s:g}"
+    try:
+        with Session(settings) as session:
+            session.extra_config = {"executor": {"kind": "dask"},
+                                    "dask": {"cluster": "local", "workers": workers,
+                                             "tasks_per_worker": tasks_per_worker}}
+            watched = session.workspace.watched
+            names = [f"mic_{i:05d}" for i in range(settings.n)]
+            staged = [watched / f".{name}.mrc.staged" for name in names]
+            stage_sources(staged, settings)
+            started, t0 = _start(session)
+            result = {"mode": "scale", "workers": workers, "emulated_device_s": emulated_s,
+                      **_context(session, started)}
+            jobs = [(str(path), str(watched / f"{name}.mrc"), "rename", 1.0 + i * settings.interval, 0.0)
+                    for i, (path, name) in enumerate(zip(staged, names))]
+            session.lander = Lander(_lander_main, (jobs,))
+            complete = follow(session, 120 + settings.n)
+            result.update(_finish(session, started, t0, complete))
+            messages = list(first_messages(session.subscriber.snapshot(), live_only=False).values())
+            summary = summarize_throughput(messages, dict(session.lander.landed))
+            summary["overhead"] = describe([m["timestamps"]["committed"] - m["timestamps"]["started"] - emulated_s -
+                                            m["timings"].get("cluster_wait", 0.0) for m in messages])
+            summary["cluster_wait"] = describe([m["timings"].get("cluster_wait", 0.0) for m in messages])
+            summary["worker_stages"] = describe([sum(m["timings"].get(k, 0.0) for k in
+                                                     ("read", "downsample", "normalize", "extract"))
+                                                 for m in messages])
+            summary["ideal_per_s"] = workers / emulated_s
+    finally:
+        os.environ.pop(EMULATION_ENV, None)
+    return {**result, "summary": summary}
+
+
+def run_benchmark(workers: list[int], settings: StreamSettings, emulated_s: float = 0.05,
+                  progress=print) -> list[dict]:
+    results = []
+    for n_workers in workers:
+        progress(f"streampick bench --scale: {n_workers} worker(s) ...")
+        results.append(run_scale(n_workers, replace(settings), emulated_s))
+    return results
+
+
+def markdown_report(results: list[dict], *, command: str, date: str, machine: str) -> str:
+    emulated = results[0]["emulated_device_s"] if results else 0.05
+    settings = results[0]["settings"] if results else {}
+    lines = [f"### Scale-out benchmark, {date}", "",
+             f"- machine: {machine}", f"- command: `{command}`",
+             f"- **emulated device**: each task reads, preprocesses and extracts for real, but holds "
+             f"{emulated * 1000:g} ms instead of running the network (benchmark-only mode; its picks are "
+             "meaningless)",
+             f"- data: {settings.get('n')} micrographs of {settings.get('size')}² renamed into the watched folder "
+             f"every {settings.get('interval')} s; the daemon (journal committing every result) on a Dask "
+             "LocalCluster of N worker processes, 2 tasks in flight per worker", "",
+             "| N workers | micrographs/s | ideal N × rate | ratio | target | overhead median ms | overhead p95 ms "
+             "| waiting on the cluster, median ms | worker read + preprocess + extract, median ms | met |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for result in results:
+        summary, n = result["summary"], result["workers"]
+        rate, ideal = summary["per_s"], summary["ideal_per_s"]
+        ratio = rate / ideal if rate else None
+        target = TARGET_RATIO.get(n, 0.7)
+        overhead = summary["overhead"]
+        met = ratio is not None and ratio >= target and result["complete"]
+        if n == 8:
+            met = met and overhead["median"] is not None and overhead["median"] <= OVERHEAD_TARGET_S
+        lines.append(f"| {n} | {_f(rate, 1)} | {ideal:g} | {_f(ratio, 2)} | ≥ {target:g} | "
+                     f"{_f(_ms(overhead['median']), 1)} | {_f(_ms(overhead['p95']), 1)} | "
+                     f"{_f(_ms(summary['cluster_wait']['median']), 1)} | "
+                     f"{_f(_ms(summary['worker_stages']['median']), 1)} | {'yes' if met else '**no**'} |")
+    lines += ["", "Overhead: per micrograph, from submission (the daemon's `started`) to commit, minus the emulated "
+              "device time and minus the time the task waited on the cluster behind other tasks (it keeps up to 2 "
+              "per worker in flight); it includes the worker's read, preprocessing and extraction and the daemon's "
+              "hashing, writing and journal commit.", ""]
+    return "\n".join(lines)
+
+
+def plot_throughput(results: list[dict], path: Path) -> None:
+    """Throughput against N, beside the ideal and the targets (needs matplotlib)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from .io.atomic import atomic_write_bytes
+
+    fig = Figure(figsize=(4.5, 3.6), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ns = [r["workers"] for r in results]
+    ax.plot(ns, [r["summary"]["per_s"] or 0 for r in results], "o-", label="measured")
+    ax.plot(ns, [r["summary"]["ideal_per_s"] for r in results], "--", label="ideal (N × 1 / device time)")
+    ax.plot(ns, [TARGET_RATIO.get(r["workers"], 0.7) * r["summary"]["ideal_per_s"] for r in results], ":",
+            label="target")
+    ax.set(xlabel="worker processes (N)", ylabel="micrographs / s", title="streampick on Dask (emulated device)")
+    ax.set_xticks(ns)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else value * 1000
+
+
+def _f(value: float | None, digits: int) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+

@@ -1,0 +1,27 @@
+"""The scale-out benchmark in miniature: a real daemon on a real Dask LocalCluster with the emulated device."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+pytest.importorskip("distributed", reason="Dask distributed is not installed (pip install 'streampick[dask]')")
+
+from streampick import scalebench  # noqa: E402
+
+
+def test_scale_mode_picks_everything_and_reports_rate_and_overhead(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    settings = dataclasses.replace(scalebench.default_settings(n=12, interval=0.01), workdir=str(work))
+    (result,) = scalebench.run_benchmark([1], settings, emulated_s=0.02, progress=lambda message: None)
+    assert result["complete"] and result["landed"] == 12 and result["summary"]["n"] == 12
+    summary = result["summary"]
+    assert summary["ideal_per_s"] == pytest.approx(50.0) and summary["per_s"] > 0
+    assert summary["overhead"]["n"] == 12 and summary["cluster_wait"]["n"] == 12
+    assert summary["stages"]["score"]["median"] >= 0.02  # the emulated device time was held
+    assert list(work.iterdir()) == []  # the temporary folder is gone
+    report = scalebench.markdown_report([result], command="test", date="2026-01-01", machine="test machine")
+    assert "emulated device" in report and "| 1 |" in report
+    scalebench.plot_throughput([result], tmp_path / "scale.png")
+    assert (tmp_path / "scale.png").stat().st_size > 1000
