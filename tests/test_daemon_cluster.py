@@ -16,6 +16,7 @@ from daemon_harness import DaemonHarness, land, write_micrograph
 
 from streampick.cli import main
 from streampick.daemon.security import free_loopback_port
+from streampick.executor import EMULATION_ENV
 from streampick.io.coords import read_coordinates
 from streampick.nets import Model, ModelCard, build, save_model
 from streampick.simulate import simulate_micrograph
@@ -201,7 +202,9 @@ def test_a_scheduler_that_goes_away_and_comes_back_loses_nothing(tmp_path, model
         cluster.kill()
 
 
-def test_a_new_arrival_overtakes_queued_repicks_on_the_cluster(tmp_path, model_path, sources):
+def test_a_new_arrival_overtakes_queued_repicks_on_the_cluster(tmp_path, model_path, sources, monkeypatch):
+    # each task holds 0.3 s (the benchmark's emulated device), so that 11 re-picks take seconds, not a blink
+    monkeypatch.setenv(EMULATION_ENV, "0.3")
     daemon = DaemonHarness(tmp_path, model_path, executor__kind="dask", dask__cluster="local", dask__workers=1,
                            dask__tasks_per_worker=1)
     try:
