@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -135,8 +136,6 @@ def run_pick_task(task: PickTask) -> Outcome:
     """Pick one micrograph where this function runs: read, preprocess, score, extract.  A micrograph that
     cannot be read gives a :class:`~streampick.pick.PickFailure`; anything else raises (the executor reports
     it, and Dask retries the task elsewhere when a worker dies)."""
-    import time
-
     began = time.time()
     tune_allocator()
     model = cached_model(task.model, task.device)
@@ -160,6 +159,19 @@ def run_pick_task(task: PickTask) -> Outcome:
     return result
 
 
+def run_cluster_task(task: PickTask) -> tuple[Outcome, str, list[str]]:
+    """:func:`run_pick_task` on a Dask worker, with the worker's address and the model versions it holds (for
+    the daemon's per-worker figures)."""
+    from distributed import get_worker
+
+    outcome = run_pick_task(task)
+    try:
+        address = get_worker().address
+    except ValueError:  # not on a worker (tests calling it directly)
+        address = worker_name()
+    return outcome, address, loaded_versions()
+
+
 EMULATION_ENV = "STREAMPICK_BENCH_EMULATED_DEVICE_S"
 """Set by ``streampick bench --scale`` only: the daemon's cluster tasks hold this many seconds instead of running
 the network (the CPU cannot show GPU speed), and their picks are meaningless."""
@@ -168,8 +180,6 @@ the network (the CPU cannot show GPU speed), and their picks are meaningless."""
 def _emulated_pick(prepared, model, settings: PickSettings, seconds: float) -> PickResult:
     """The benchmark's stand-in for the GPU: hold ``seconds``, then extract picks from the inverted, smoothed
     image (real extraction work on a real-sized map)."""
-    import time
-
     import torch.nn.functional as F
 
     from .extract import extract_picks
@@ -244,6 +254,27 @@ class InProcessExecutor:
         pass
 
 
+class WorkerFigures:
+    """What one worker has picked: a count, the times of the last minute's results, its model versions."""
+
+    WINDOW_S = 60.0
+
+    def __init__(self) -> None:
+        self.picked, self.recent, self.models = 0, deque(), []
+
+    def record(self, versions: list[str]) -> None:
+        now = time.monotonic()
+        self.picked += 1
+        self.recent.append(now)
+        self.models = list(versions)
+        while self.recent and self.recent[0] < now - self.WINDOW_S:
+            self.recent.popleft()
+
+    def summary(self, now: float) -> dict[str, Any]:
+        recent = [t for t in self.recent if t >= now - self.WINDOW_S]
+        return {"picked": self.picked, "per_min": len(recent) * 60.0 / self.WINDOW_S, "models": self.models}
+
+
 class DaskExecutor:
     """Submits tasks to a Dask distributed cluster through ``client``; at most ``in_flight`` tasks at a time in
     :meth:`pick`.  ``resources`` (e.g. ``{"GPU": 1}``) reserves worker resources per task.  ``owned`` are
@@ -255,6 +286,9 @@ class DaskExecutor:
                  owned: tuple = (), address: str | None = None, connect_timeout: float = 10.0) -> None:
         self.client, self.in_flight, self.resources, self.owned = client, in_flight, resources, owned
         self.address, self.connect_timeout = address, connect_timeout  # a scheduler we joined, to rejoin
+        self.worker_figures: dict[str, WorkerFigures] = {}
+        self.failures = 0  # tasks the cluster could not finish (no worker to blame)
+        self._figures_lock = threading.Lock()
 
     def healthy(self) -> bool:
         """Whether the client is connected to its scheduler."""
@@ -282,15 +316,21 @@ class DaskExecutor:
         Dask future that is garbage-collected is forgotten by the scheduler).  A worker that dies mid-task
         makes Dask run it again elsewhere; what cannot finish (the scheduler is gone, the task failed on too
         many workers) comes back as the future's exception."""
-        remote = self.client.submit(run_pick_task, task, priority=priority, pure=False, resources=self.resources)
+        remote = self.client.submit(run_cluster_task, task, priority=priority, pure=False, resources=self.resources)
         local: Future = Future()
         local.remote = remote  # type: ignore[attr-defined]
 
         def settle(done) -> None:
             try:
-                local.set_result(done.result())
+                outcome, worker, versions = done.result()
             except BaseException as err:  # CancelledError, a lost scheduler, a task error
+                with self._figures_lock:
+                    self.failures += 1
                 local.set_exception(err)
+                return
+            with self._figures_lock:
+                self.worker_figures.setdefault(worker, WorkerFigures()).record(versions)
+            local.set_result(outcome)
 
         remote.add_done_callback(settle)
         return local
@@ -306,12 +346,24 @@ class DaskExecutor:
 
     def describe(self) -> dict[str, Any]:
         """For ``status``: the scheduler and its workers (count, model versions are not known here)."""
+        with self._figures_lock:
+            failures = self.failures
         if not self.healthy():  # the client's cached scheduler info would still show the lost workers
-            return {"kind": self.name, "scheduler": self.address, "connected": False, "workers": 0}
+            return {"kind": self.name, "scheduler": self.address, "connected": False, "workers": 0,
+                    "failures": failures}
         try:
             info = self.client.scheduler_info()
+            processing = self.client.processing()
+            now = time.monotonic()
+            with self._figures_lock:
+                figures = dict(self.worker_figures)
+            per_worker = [{"address": address, "busy": len(processing.get(address, ())),
+                           **(figures[address].summary(now) if address in figures else
+                              {"picked": 0, "per_min": 0.0, "models": []})}
+                          for address in sorted(info.get("workers", {}))]
             return {"kind": self.name, "scheduler": info.get("address"), "connected": True,
-                    "workers": len(info.get("workers", {}))}
+                    "workers": len(per_worker), "busy": sum(1 for w in per_worker if w["busy"]),
+                    "failures": failures, "per_worker": per_worker}
         except Exception as err:  # the scheduler is unreachable: say so rather than fail the status
             return {"kind": self.name, "scheduler": self.address, "connected": False,
                     "error": str(err).splitlines()[0] if str(err) else type(err).__name__}

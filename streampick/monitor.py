@@ -102,6 +102,7 @@ class MonitorState:
     seq_gaps: int = 0
     seq_missed: int = 0
     training: dict[str, Any] | None = None
+    executor: dict[str, Any] | None = None  # the stats' executor: the Dask workers' figures
     repicks: int = 0
     results: int = 0
     duplicates: int = 0
@@ -186,6 +187,7 @@ class MonitorState:
         self.model = _dict_or_none(message.get("model")) or self.model
         self.threshold = _number(message.get("threshold"), self.threshold)
         self.training = _dict_or_none(message.get("training")) or self.training
+        self.executor = _dict_or_none(message.get("executor")) or self.executor
 
     def _on_training(self, message: dict[str, Any], now: float) -> None:
         self.training = message
@@ -319,6 +321,9 @@ def render(state: MonitorState, now: float, *, width: int, max_errors: int = 3,
     training = _training_panel(state, width - 4, blocks)
     if training is not None:
         parts.append(training)
+    workers = _workers_panel(state)
+    if workers is not None:
+        parts.append(workers)
     return Group(*parts, _errors_panel(state, max_errors))
 
 
@@ -547,6 +552,32 @@ def _training_panel(state: MonitorState, inner: int, blocks: str, max_versions: 
                                                                           "  ", (name, "cyan")))
     title = "Training" + (f" · {state.repicks} re-picked" if state.repicks else "")
     return Panel(grid, title=title, title_align="left", box=box.ROUNDED, padding=(0, 1))
+
+
+def _workers_panel(state: MonitorState, max_rows: int = 6) -> Panel | None:
+    """The Dask cluster the daemon picks on (``executor: dask``): workers, busy, failures, and per worker its
+    picks, rate and model versions.  None with the in-process executor."""
+    executor = state.executor or {}
+    if executor.get("kind") != "dask":
+        return None
+    grid = Table.grid(expand=True, padding=(0, 1))
+    grid.add_column(style="dim", no_wrap=True, min_width=9)
+    grid.add_column(no_wrap=True, overflow="ellipsis")
+    if not executor.get("connected", True):
+        grid.add_row("scheduler", Text(f"{executor.get('scheduler') or '–'}: connection lost", style="bold red"))
+    rows = [w for w in executor.get("per_worker") or [] if isinstance(w, dict)]
+    for worker in rows[:max_rows]:
+        models = ", ".join(str(m) for m in worker.get("models") or []) or "–"
+        busy = _number(worker.get("busy"), 0.0)
+        grid.add_row(str(worker.get("address", "?")).replace("tcp://", ""), Text.assemble(
+            ("busy" if busy else "idle", "green" if busy else "dim"), f" · {_count(worker.get('picked'))} picked · ",
+            f"{_number(worker.get('per_min'), 0.0):.0f}/min · ", (models, "cyan")))
+    if len(rows) > max_rows:
+        grid.add_row("", f"… {len(rows) - max_rows} more")
+    title = (f"Workers · {_count(executor.get('workers'))} · {_count(executor.get('busy'))} busy · "
+             f"{_count(executor.get('failures'))} failed")
+    style = "red" if not executor.get("connected", True) else ""
+    return Panel(grid, title=title, title_align="left", box=box.ROUNDED, padding=(0, 1), border_style=style)
 
 
 def _errors_panel(state: MonitorState, max_errors: int) -> Panel:

@@ -89,6 +89,10 @@ def test_the_daemon_picks_on_a_local_cluster_exactly_once_and_as_in_process(tmp_
         picks = daemon.picks()
         assert sorted(m["micrograph"]["name"] for m in picks) == [f"mic_{i}" for i in range(4)]  # once each
         assert all(m["model"]["version"] == "tiny:7" for m in picks)
+        executor = daemon.control("status")["executor"]  # per-worker figures, also in every stats message
+        assert sum(w["picked"] for w in executor["per_worker"]) == 4 and executor["failures"] == 0
+        assert all(w["models"] == ["tiny:7"] for w in executor["per_worker"] if w["picked"])
+        assert any(m.get("executor", {}).get("kind") == "dask" for t, m in daemon.messages if t == "stats")
         assert daemon.stop() == 0
     finally:
         daemon.close()

@@ -328,3 +328,22 @@ def test_background_repicks_are_counted_apart_from_the_live_history(busy_state):
     assert len(busy_state.history) == before and busy_state.repicks == 1 and busy_state.results == 4
     busy_state.update("training", training_message("idle", progress=None), T0 + 31)
     assert "1 re-picked" in frame(busy_state, T0 + 31, 100)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_workers_panel_shows_the_dask_cluster_and_a_lost_scheduler(busy_state, width):
+    assert "Workers" not in frame(busy_state, T0 + 10.4, width)  # the in-process executor: no panel
+    executor = {"kind": "dask", "scheduler": "tcp://127.0.0.1:8786", "connected": True, "workers": 2, "busy": 1,
+                "failures": 3, "per_worker": [
+                    {"address": "tcp://127.0.0.1:40001", "busy": 2, "picked": 41, "per_min": 18.0,
+                     "models": ["mine:1", "mine-ft1:2"]},
+                    {"address": "tcp://127.0.0.1:40002", "busy": 0, "picked": 7, "per_min": 0.0, "models": []}]}
+    busy_state.update("stats", stats_message(executor=executor), T0 + 20)
+    text = frame(busy_state, T0 + 20.2, width)
+    assert max(len(line) for line in text.splitlines()) <= width
+    for expected in ("Workers · 2 · 1 busy · 3 failed", "127.0.0.1:40001", "41 picked", "18/min", "mine-ft1:2",
+                     "idle"):
+        assert expected in text, f"{expected!r} missing at width {width}:\n{text}"
+    lost = {"kind": "dask", "scheduler": "tcp://127.0.0.1:8786", "connected": False, "workers": 0, "failures": 3}
+    busy_state.update("stats", stats_message(executor=lost), T0 + 30)
+    assert "connection lost" in frame(busy_state, T0 + 30.2, width)

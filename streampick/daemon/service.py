@@ -559,7 +559,7 @@ class Daemon:
         now = time.time()
         return {"schema": 1, "topic": "stats", "time": now, **{k: status[k] for k in (
             "uptime_s", "state", "model", "threshold", "counts", "queue_depth", "last_seq", "repicked",
-            "training")}, **self.stats.snapshot(now)}
+            "training", "executor")}, **self.stats.snapshot(now)}
 
     # ---------------------------------------------------------------------------------------- control
 
