@@ -308,7 +308,8 @@ class DaskExecutor:
             client = Client(self.address, timeout=f"{self.connect_timeout}s")
         except OSError:
             return False
-        self.client = client
+        old, self.client = self.client, client
+        old.close(timeout=5)  # its IO loop would otherwise linger and can hold up the process's exit
         return True
 
     def submit(self, task: PickTask, priority: int = 0) -> Future:

@@ -76,6 +76,69 @@ def run_scale(workers: int, settings: StreamSettings, emulated_s: float = 0.05, 
     return {**result, "summary": summary}
 
 
+def run_repick_latency(workers: int, settings: StreamSettings, *, backlog: int = 2000, live: int = 20,
+                       interval: float = 0.5, emulated_s: float = 0.05) -> dict:
+    """Live latency on a pool of ``workers`` while it re-picks ``backlog`` micrographs, against the same pool
+    idle: ``backlog`` micrographs land and are picked; then ``live`` micrographs land one every ``interval``
+    seconds (idle); then ``reprocess all`` queues every picked micrograph again and another ``live`` land
+    (busy).  Latency: the file complete at its name → its picks message received."""
+    total = backlog + 2 * live
+    settings = replace(settings, n=total)
+    os.environ[EMULATION_ENV] = f"{emulated_s:g}"
+    try:
+        with Session(settings) as session:
+            session.extra_config = {"executor": {"kind": "dask"},
+                                    "dask": {"cluster": "local", "workers": workers, "tasks_per_worker": 2}}
+            watched, private = session.workspace.watched, session.workspace.private
+            names = [f"mic_{i:05d}" for i in range(total)]
+            staged = [private / f"{name}.mrc" for name in names]
+            stage_sources(staged, settings)
+            started, t0 = _start(session)
+            result = {"mode": "repick-latency", "workers": workers, "emulated_device_s": emulated_s,
+                      "backlog": backlog, **_context(session, started)}
+
+            def land(first: int, count: int, every: float) -> dict[str, float]:
+                jobs = [(str(staged[i]), str(watched / f"{names[i]}.mrc"), "copy", 0.5 + k * every, 0.0)
+                        for k, i in enumerate(range(first, first + count))]
+                if session.lander is not None:
+                    session.lander.close()
+                session.lander = Lander(_lander_main, (jobs,))
+                if not follow(session, 120 + count):
+                    raise RuntimeError(f"not every micrograph of the phase was picked:\n{session.daemon.log_tail()}")
+                return {name: written for name, (written, _) in session.lander.landed.items()}
+
+            land(0, backlog, 0.002)
+            idle = land(backlog, live, interval)
+            queued = session.daemon.control("reprocess", all=True)["queued"]
+            busy = land(backlog + live, live, interval)
+            picks = first_messages(session.subscriber.snapshot(), live_only=True)
+            repicked = sum(1 for m in session.subscriber.snapshot() if m.get("repick"))
+            result.update(_finish(session, started, t0, True))
+
+            def latencies(landed: dict[str, float]) -> list[float]:
+                return [picks[n]["received"] - t for n, t in landed.items() if n in picks]
+
+            result["summary"] = {"idle": describe(latencies(idle)), "busy": describe(latencies(busy)),
+                                 "repicks_queued": queued, "repicks_done_by_end": repicked}
+    finally:
+        os.environ.pop(EMULATION_ENV, None)
+    return result
+
+
+def repick_report(result: dict) -> str:
+    idle, busy = result["summary"]["idle"], result["summary"]["busy"]
+    ratio = busy["median"] / idle["median"] if idle.get("median") and busy.get("median") else None
+    met = ratio is not None and ratio <= 1.25
+    return "\n".join([
+        f"Live latency on {result['workers']} workers while {result['summary']['repicks_queued']} micrographs re-pick "
+        f"(emulated device, {result['emulated_device_s'] * 1000:g} ms):", "",
+        "| phase | n | median s | p95 s | max s |", "|---|---|---|---|---|",
+        f"| idle pool | {idle['n']} | {_f(idle['median'], 3)} | {_f(idle['p95'], 3)} | {_f(idle['max'], 3)} |",
+        f"| while re-picking | {busy['n']} | {_f(busy['median'], 3)} | {_f(busy['p95'], 3)} | {_f(busy['max'], 3)} |",
+        "", f"Ratio of medians {_f(ratio, 2)} (target ≤ 1.25): {'met' if met else '**not met**'}; "
+        f"{result['summary']['repicks_done_by_end']} re-picks published by the end of the busy phase.", ""])
+
+
 def run_benchmark(workers: list[int], settings: StreamSettings, emulated_s: float = 0.05,
                   progress=print) -> list[dict]:
     results = []

@@ -456,7 +456,7 @@ def slim_picks(message: dict, received: float | None, *, via_replay: bool = Fals
     return {"seq": message["seq"], "key": message["key"], "replay": message["replay"], "via_replay": via_replay,
             "name": message["micrograph"]["name"], "timestamps": message["timestamps"],
             "timings": message["stats"]["timings"], "n_candidates": len(message["picks"]["score"]),
-            "received": received}
+            "received": received, "repick": bool(message.get("repick"))}
 
 
 class DaemonProcess:

@@ -138,6 +138,10 @@ def _add_scale_args(parser: argparse.ArgumentParser) -> None:
     scale.add_argument("--emulated-ms", type=positive_float, default=50.0,
                        help="--scale: emulated device time per micrograph (default 50 ms)")
     scale.add_argument("--plot", type=Path, help="--scale: also write throughput against N as a PNG")
+    scale.add_argument("--repick-backlog", type=positive_int, default=2000,
+                       help="--scale: micrographs re-picked while live latency is measured (default 2000; the "
+                            "largest --workers runs it)")
+    scale.add_argument("--no-repick", action="store_true", help="--scale: skip the latency-while-re-picking run")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -248,8 +252,17 @@ def _scale_main(args: argparse.Namespace) -> int:
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     results = scalebench.run_benchmark(args.workers, settings, args.emulated_ms / 1000,
                                        progress=lambda m: print(m, file=sys.stderr, flush=True))
-    print(scalebench.markdown_report(results, command=_command(), date=datetime.date.today().isoformat(),
-                                     machine=bench.machine_description()))
+    report = scalebench.markdown_report(results, command=_command(), date=datetime.date.today().isoformat(),
+                                        machine=bench.machine_description())
+    if not args.no_repick:
+        n_workers = max(args.workers)
+        print(f"streampick bench --scale: live latency while re-picking, {n_workers} workers ...", file=sys.stderr,
+              flush=True)
+        repick = scalebench.run_repick_latency(n_workers, settings, backlog=args.repick_backlog,
+                                               emulated_s=args.emulated_ms / 1000)
+        results.append(repick)
+        report += "\n" + scalebench.repick_report(repick)
+    print(report)
     if args.plot:
         scalebench.plot_throughput(results, args.plot)
     if args.json:
