@@ -50,3 +50,13 @@ def test_get_wakes_up_when_an_item_arrives():
     work.put(7, "x", NEW)
     reader.join(5)
     assert got and got[0].micrograph_id == 7
+
+
+def test_max_priority_leaves_repicks_queued_for_later():
+    work, clock = WorkQueue(), FakeClock()
+    work.put(1, "a", REPICK)
+    work.put(2, "b", REPICK)
+    assert work.get(0.0, clock, max_priority=BACKLOG) is None  # only re-picks: none taken
+    work.put(3, "c", NEW)
+    assert work.get(0.0, clock, max_priority=BACKLOG).path == "c"
+    assert len(work) == 2 and work.get(0.0, clock).path == "a"  # without the limit, re-picks come out

@@ -350,6 +350,9 @@ class Daemon:
         outage, next_probe = False, 0.0
         device = self.config["picking"]["device"]
         emulated = float(os.environ[EMULATION_ENV]) if os.environ.get(EMULATION_ENV) else None
+        per_worker = self.config["dask"]["tasks_per_worker"]
+        repick_slots = max(1, self.executor.in_flight - self.executor.in_flight // per_worker) if per_worker > 1 \
+            else self.executor.in_flight
         if emulated is not None:
             log.warning("BENCHMARK MODE (%s=%g): cluster tasks hold %g s instead of scoring; picks are meaningless",
                         EMULATION_ENV, emulated, emulated)
@@ -367,7 +370,10 @@ class Daemon:
                     self.stop_event.wait(0.25)
                 continue
             while len(in_flight) < self.executor.in_flight:
-                item = self.work.get(0.0 if in_flight else 0.25, time.monotonic)
+                # re-picks leave one slot per worker to new arrivals, which then wait behind at most one task
+                repicks = sum(1 for entry in in_flight.values() if entry[0].priority == REPICK)
+                urgent_only = BACKLOG if repicks >= repick_slots else None
+                item = self.work.get(0.0 if in_flight else 0.25, time.monotonic, max_priority=urgent_only)
                 if item is None:
                     break
                 active, started = self.active, time.time()

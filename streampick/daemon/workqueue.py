@@ -46,15 +46,16 @@ class WorkQueue:
             self._cond.notify()
             return True
 
-    def get(self, timeout: float, now) -> WorkItem | None:
+    def get(self, timeout: float, now, *, max_priority: int | None = None) -> WorkItem | None:
         """The most urgent item whose ``not_before`` has passed, or None after ``timeout`` s (or paused).
 
-        ``now`` is the monotonic clock (injected for tests).
+        ``now`` is the monotonic clock (injected for tests); with ``max_priority``, only items at least that
+        urgent (e.g. ``BACKLOG``: no re-picks) are taken.
         """
         deadline = now() + timeout
         with self._cond:
             while True:
-                item = None if self._paused else self._pop_ready(now())
+                item = None if self._paused else self._pop_ready(now(), max_priority)
                 if item is not None:
                     return item
                 remaining = deadline - now()
@@ -62,10 +63,12 @@ class WorkQueue:
                     return None
                 self._cond.wait(min(remaining, 0.25))
 
-    def _pop_ready(self, now: float) -> WorkItem | None:
+    def _pop_ready(self, now: float, max_priority: int | None = None) -> WorkItem | None:
         waiting = []
         found = None
         while self._heap:
+            if max_priority is not None and self._heap[0].priority > max_priority:
+                break  # the heap is in priority order: nothing urgent enough is left
             item = heapq.heappop(self._heap)
             if item.not_before <= now:
                 found = item
