@@ -111,6 +111,7 @@ def worker_name() -> str:
 
 
 _allocator_tuned = False
+_device_lock = threading.Lock()  # a worker process with several threads still scores one micrograph at a time
 
 
 def tune_allocator() -> None:
@@ -150,12 +151,16 @@ def run_pick_task(task: PickTask) -> Outcome:
     read_time = time.perf_counter() - start
     prepared = prepare(micrograph, working_pixel_size(task.settings, model, micrograph.pixel_size), device)
     prepared.timings["read"] = read_time
-    if task.emulated_device_s is not None:
-        result = _emulated_pick(prepared, model, task.settings, task.emulated_device_s)
-    else:
-        result = score_and_extract([prepared], model, task.settings)[0]
+    queued = time.perf_counter()
+    with _device_lock:  # one task on the device at a time; the others read and preprocess meanwhile
+        device_wait = time.perf_counter() - queued
+        if task.emulated_device_s is not None:
+            result = _emulated_pick(prepared, model, task.settings, task.emulated_device_s)
+        else:
+            result = score_and_extract([prepared], model, task.settings)[0]
     if task.submitted is not None:  # queued on the cluster (the scheduler, the worker's own queue), model loading
         result.timings["cluster_wait"] = max(0.0, began - task.submitted)
+    result.timings["device_wait"] = device_wait  # behind another task of this worker on the device
     return result
 
 
@@ -432,7 +437,10 @@ def executor_from_config(config: dict[str, dict[str, Any]]) -> Executor:
                             address=options["scheduler"], connect_timeout=options["connect_timeout"])
     cluster_kind = options["cluster"]
     if cluster_kind == "local":
-        cluster = LocalCluster(n_workers=options["workers"], threads_per_worker=1, processes=True,
+        # tasks_per_worker threads: while one task scores, the next reads and preprocesses (the device lock in
+        # run_pick_task keeps scoring to one task at a time)
+        cluster = LocalCluster(n_workers=options["workers"], threads_per_worker=options["tasks_per_worker"],
+                               processes=True,
                                host="127.0.0.1", dashboard_address=None,
                                resources={"GPU": 1} if resources else None)
         client = Client(cluster)

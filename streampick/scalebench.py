@@ -64,9 +64,10 @@ def run_scale(workers: int, settings: StreamSettings, emulated_s: float = 0.05, 
             result.update(_finish(session, started, t0, complete))
             messages = list(first_messages(session.subscriber.snapshot(), live_only=False).values())
             summary = summarize_throughput(messages, dict(session.lander.landed))
+            waits = [m["timings"].get("cluster_wait", 0.0) + m["timings"].get("device_wait", 0.0) for m in messages]
             summary["overhead"] = describe([m["timestamps"]["committed"] - m["timestamps"]["started"] - emulated_s -
-                                            m["timings"].get("cluster_wait", 0.0) for m in messages])
-            summary["cluster_wait"] = describe([m["timings"].get("cluster_wait", 0.0) for m in messages])
+                                            wait for m, wait in zip(messages, waits)])
+            summary["cluster_wait"] = describe(waits)
             summary["worker_stages"] = describe([sum(m["timings"].get(k, 0.0) for k in
                                                      ("read", "downsample", "normalize", "extract"))
                                                  for m in messages])
@@ -176,8 +177,9 @@ def markdown_report(results: list[dict], *, command: str, date: str, machine: st
                      f"{_f(_ms(summary['cluster_wait']['median']), 1)} | "
                      f"{_f(_ms(summary['worker_stages']['median']), 1)} | {'yes' if met else '**no**'} |")
     lines += ["", "Overhead: per micrograph, from submission (the daemon's `started`) to commit, minus the emulated "
-              "device time and minus the time the task waited on the cluster behind other tasks (it keeps up to 2 "
-              "per worker in flight); it includes the worker's read, preprocessing and extraction and the daemon's "
+              "device time and minus the time the task waited behind other tasks (on the cluster, and for its "
+              "worker's device: 2 tasks in flight per worker, one scoring while the other reads and "
+              "preprocesses); it includes the worker's read, preprocessing and extraction and the daemon's "
               "hashing, writing and journal commit.", ""]
     return "\n".join(lines)
 

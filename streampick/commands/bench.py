@@ -139,8 +139,9 @@ def _add_scale_args(parser: argparse.ArgumentParser) -> None:
                        help="--scale: emulated device time per micrograph (default 50 ms)")
     scale.add_argument("--plot", type=Path, help="--scale: also write throughput against N as a PNG")
     scale.add_argument("--repick-backlog", type=positive_int, default=2000,
-                       help="--scale: micrographs re-picked while live latency is measured (default 2000; the "
-                            "largest --workers runs it)")
+                       help="--scale: micrographs re-picked while live latency is measured (default 2000)")
+    scale.add_argument("--repick-workers", type=positive_int, default=4,
+                       help="--scale: pool size of the latency-while-re-picking run (default 4)")
     scale.add_argument("--no-repick", action="store_true", help="--scale: skip the latency-while-re-picking run")
 
 
@@ -255,7 +256,7 @@ def _scale_main(args: argparse.Namespace) -> int:
     report = scalebench.markdown_report(results, command=_command(), date=datetime.date.today().isoformat(),
                                         machine=bench.machine_description())
     if not args.no_repick:
-        n_workers = max(args.workers)
+        n_workers = args.repick_workers
         print(f"streampick bench --scale: live latency while re-picking, {n_workers} workers ...", file=sys.stderr,
               flush=True)
         repick = scalebench.run_repick_latency(n_workers, settings, backlog=args.repick_backlog,
