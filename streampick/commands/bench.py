@@ -265,7 +265,7 @@ def _scale_main(args: argparse.Namespace) -> int:
         report += "\n" + scalebench.repick_report(repick)
     print(report)
     if args.plot:
-        scalebench.plot_throughput(results, args.plot)
+        scalebench.plot_throughput([r for r in results if r["mode"] == "scale"], args.plot)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
     return 0
