@@ -26,6 +26,33 @@ def write_micrograph(path: Path, data: np.ndarray, pixel_size: float = 1.0) -> N
         mrc.voxel_size = pixel_size
 
 
+def save_tiny_model(path: Path) -> Path:
+    """A small untrained resnet8 checkpoint with a card (the daemon's plumbing is under test, not accuracy)."""
+    import torch
+
+    from streampick.nets import Model, ModelCard, build, save_model
+
+    torch.manual_seed(0)
+    card = ModelCard(name="tiny", architecture="resnet8", units=32, pixel_size=8.0, particle_diameter=150.0,
+                     threshold=0.0, version="7")
+    save_model(path, Model(build("resnet8", 32).eval(), card))
+    return path
+
+
+def write_sources(folder: Path, n: int, seed: int) -> list[Path]:
+    """``n`` simulated 1024² micrographs at 1 Å/px (20 particles each), written outside any watched folder."""
+    from streampick.simulate import simulate_micrograph
+
+    rng = np.random.default_rng(seed)
+    paths = []
+    for index in range(n):
+        image, _ = simulate_micrograph(rng, shape=(1024, 1024), pixel_size=1.0, particle_diameter_a=150.0,
+                                       n_particles=20)
+        paths.append(folder / f"src_{index}.mrc")
+        write_micrograph(paths[-1], image)
+    return paths
+
+
 def land(watched: Path, name: str, source: Path, how: str) -> None:
     """Make ``source`` appear in ``watched`` as a microscope would: 'rename' (a hidden temporary file renamed
     into place), 'copy', or a slow 'in-place' write (header first, data in chunks over ~0.9 s)."""

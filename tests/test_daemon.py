@@ -8,39 +8,21 @@ import mrcfile
 import numpy as np
 import pytest
 import starfile
-import torch
-from daemon_harness import DaemonHarness, background, land, write_micrograph
+from daemon_harness import DaemonHarness, background, land, save_tiny_model, write_sources
 
 from streampick.cli import main
 from streampick.daemon.journal import Journal
-from streampick.nets import Model, ModelCard, build, save_model
-from streampick.simulate import simulate_micrograph
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
-    """A small untrained resnet8 (the daemon's plumbing is under test here, not the picker's accuracy)."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    card = ModelCard(name="tiny", architecture="resnet8", units=32, pixel_size=8.0, particle_diameter=150.0,
-                     threshold=0.0, version="7")
-    save_model(path, Model(build("resnet8", 32).eval(), card))
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> list[Path]:
     """Eight simulated 1024² micrographs at 1 Å/px, written outside any watched folder."""
-    folder = tmp_path_factory.mktemp("sources")
-    rng = np.random.default_rng(3)
-    paths = []
-    for index in range(8):
-        image, _ = simulate_micrograph(rng, shape=(1024, 1024), pixel_size=1.0, particle_diameter_a=150.0,
-                                       n_particles=20)
-        path = folder / f"src_{index}.mrc"
-        write_micrograph(path, image)
-        paths.append(path)
-    return paths
+    return write_sources(tmp_path_factory.mktemp("sources"), 8, seed=3)
 
 
 @pytest.fixture

@@ -11,40 +11,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from daemon_harness import DaemonHarness, land, write_micrograph
+from daemon_harness import DaemonHarness, land, save_tiny_model, write_sources
 
 from streampick.cli import main
 from streampick.daemon.security import free_loopback_port
 from streampick.executor import EMULATION_ENV
 from streampick.io.coords import read_coordinates
-from streampick.nets import Model, ModelCard, build, save_model
-from streampick.simulate import simulate_micrograph
 
 pytest.importorskip("distributed", reason="Dask distributed is not installed (pip install 'streampick[dask]')")
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pt"
-    card = ModelCard(name="tiny", architecture="resnet8", units=32, pixel_size=8.0, particle_diameter=150.0,
-                     threshold=0.0, version="7")
-    save_model(path, Model(build("resnet8", 32).eval(), card))
-    return path
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> list[Path]:
-    folder = tmp_path_factory.mktemp("sources")
-    rng = np.random.default_rng(5)
-    paths = []
-    for index in range(12):
-        image, _ = simulate_micrograph(rng, shape=(1024, 1024), pixel_size=1.0, particle_diameter_a=150.0,
-                                       n_particles=20)
-        paths.append(folder / f"src_{index}.mrc")
-        write_micrograph(paths[-1], image)
-    return paths
+    return write_sources(tmp_path_factory.mktemp("sources"), 12, seed=5)
 
 
 def _cluster_daemon(root: Path, model: Path, workers: int) -> DaemonHarness:
