@@ -34,4 +34,16 @@ def main(args: argparse.Namespace) -> int:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
     faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid> prints every thread's stack to stderr
-    return Daemon(config, reprocess=args.reprocess).run()
+    code = Daemon(config, reprocess=args.reprocess).run()
+    if config["executor"]["kind"] == "dask":
+        # Everything is closed and on disk by now (journal, outputs, sockets).  After a scheduler loss, Dask's
+        # client threads have been seen to hold up the interpreter's exit (rarely, not reproduced at will), so
+        # the daemon leaves directly rather than risk hanging a service manager's stop.
+        import os
+        import sys
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
