@@ -106,7 +106,6 @@ class SetResult:
 
     files: SetFiles
     rows: list[Row]
-    raw_reference: dict[str, Picks] | None = None
 
 
 def run_benchmark(config: AccuracyConfig, progress: Callable[[str], None] = log.info,
@@ -125,13 +124,11 @@ def run_benchmark(config: AccuracyConfig, progress: Callable[[str], None] = log.
                 finetuned_row(config, files, progress)]
         for picker, glob in realset.published:
             rows.append(published_row(config, files, picker, glob, progress))
-        raw = None
         if realset.merge_duplicates_px:
-            raw = _raw_reference(config.root, files, progress)
             for row in rows:
-                row.raw_reference_ap = evaluate_sets(row.picks, _on(raw, files.names("test")),
+                row.raw_reference_ap = evaluate_sets(row.picks, _on(files.raw_reference, files.names("test")),
                                                      realset.diameter_px / 2).ap
-        results.append(SetResult(files, rows, raw))
+        results.append(SetResult(files, rows))
     return results
 
 
@@ -299,7 +296,3 @@ def _settings(diameter: float, across: float) -> PickSettings:
 def _device(model: Model) -> torch.device:
     return next(model.net.parameters()).device
 
-
-def _raw_reference(root: Path, files: SetFiles, progress: Callable[[str], None]) -> dict[str, Picks]:
-    """The set's reference as shipped, duplicate rows included."""
-    return load_set(root, dataclasses.replace(files.realset, merge_duplicates_px=None), report=progress).reference

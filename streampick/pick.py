@@ -140,6 +140,21 @@ def prepare(micrograph: Micrograph, target_pixel_size: float, device: torch.devi
     return Prepared(micrograph, normalized, scaled_pixel_size, gmm, timings)
 
 
+def read_and_prepare(path: str | Path, model: Model, settings: PickSettings, device: torch.device, *,
+                     mmap: bool = True) -> Prepared:
+    """Read a micrograph and prepare it at ``model``'s working scale (its timings include the read).
+
+    Raises:
+        MicrographError: the file cannot be used (incomplete, corrupt, unreadable).
+    """
+    start = time.perf_counter()
+    micrograph = read_micrograph(path, settings.pixel_size, mmap=mmap)
+    read_time = time.perf_counter() - start
+    prepared = prepare(micrograph, working_pixel_size(settings, model, micrograph.pixel_size), device)
+    prepared.timings["read"] = read_time
+    return prepared
+
+
 def score_and_extract(batch: list[Prepared], model: Model, settings: PickSettings) -> list[PickResult]:
     """Score a batch of prepared micrographs of one shape and extract their picks."""
     start = time.perf_counter()
@@ -179,16 +194,11 @@ def pick_micrographs(paths: Iterable[str | Path], model: Model, settings: PickSe
     """
     pending: list[Prepared] = []
     for path in paths:
-        start = time.perf_counter()
         try:
-            micrograph = read_micrograph(path, settings.pixel_size)
+            prepared = read_and_prepare(path, model, settings, device)
         except MicrographError as err:
             yield PickFailure(Path(path), err)
             continue
-        read_time = time.perf_counter() - start
-        target = working_pixel_size(settings, model, micrograph.pixel_size)
-        prepared = prepare(micrograph, target, device)
-        prepared.timings["read"] = read_time
         if pending and pending[0].image.shape != prepared.image.shape:
             yield from score_and_extract(pending, model, settings)
             pending = []

@@ -69,7 +69,13 @@ class SetFiles:
     train: tuple[Path, ...]
     test: tuple[Path, ...]
     reference: dict[str, Picks]  # merged duplicates where the set needs it
-    raw_reference_count: int  # reference rows before merging
+    raw_reference: dict[str, Picks]  # the rows as shipped (the same as ``reference`` where nothing is merged)
+    shapes: dict[str, tuple[int, int]]  # (height, width) of every micrograph, by name
+
+    @property
+    def raw_reference_count(self) -> int:
+        """Reference rows before merging."""
+        return sum(len(p) for p in self.raw_reference.values())
 
     def names(self, half: str) -> list[str]:
         return [p.stem for p in (self.train if half == "train" else self.test)]
@@ -101,15 +107,14 @@ def load_set(root: Path, realset: RealSet, report: Callable[[str], None] = log.w
     reference = raw
     if realset.merge_duplicates_px:
         reference = {name: merge_duplicates(picks, realset.merge_duplicates_px) for name, picks in raw.items()}
-    return SetFiles(realset, train, test, reference, sum(len(p) for p in raw.values()))
+    return SetFiles(realset, train, test, reference, raw, shapes)
 
 
 def published_picks(root: Path, files: SetFiles, glob: str, report: Callable[[str], None] = log.warning
                     ) -> dict[str, Picks]:
     """A published picker's picks on the set's micrographs (y flipped where the set says so)."""
     folder = root / files.realset.folder
-    shapes = {p.stem: micrograph_shape(p) for p in (*files.train, *files.test)}
-    return read_pick_sets(sorted(folder.glob(glob)), shapes, what="published pick",
+    return read_pick_sets(sorted(folder.glob(glob)), files.shapes, what="published pick",
                           flip=files.realset.published_flip_y, report=report)
 
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -42,38 +44,47 @@ def default_settings(n: int = 400, interval: float = 0.004) -> StreamSettings:
                           pixel_size=4.0, target_pixel_size=8.0, settle_seconds=0.05, slow_write_s=0.0)
 
 
-def run_scale(workers: int, settings: StreamSettings, emulated_s: float = 0.05, tasks_per_worker: int = 2) -> dict:
-    """One run of the daemon on a LocalCluster of ``workers`` processes (see the module docstring)."""
+@contextmanager
+def cluster_session(settings: StreamSettings, workers: int, emulated_s: float, tasks_per_worker: int = 2
+                    ) -> Iterator[Session]:
+    """A streaming :class:`~streampick.streambench.Session` whose daemon picks on a LocalCluster of ``workers``
+    processes with the emulated device (the environment switch is set only for the session's lifetime)."""
     os.environ[EMULATION_ENV] = f"{emulated_s:g}"
     try:
         with Session(settings) as session:
             session.extra_config = {"executor": {"kind": "dask"},
                                     "dask": {"cluster": "local", "workers": workers,
                                              "tasks_per_worker": tasks_per_worker}}
-            watched = session.workspace.watched
-            names = [f"mic_{i:05d}" for i in range(settings.n)]
-            staged = [watched / f".{name}.mrc.staged" for name in names]
-            stage_sources(staged, settings)
-            started, t0 = _start(session)
-            result = {"mode": "scale", "workers": workers, "emulated_device_s": emulated_s,
-                      **_context(session, started)}
-            jobs = [(str(path), str(watched / f"{name}.mrc"), "rename", 1.0 + i * settings.interval, 0.0)
-                    for i, (path, name) in enumerate(zip(staged, names))]
-            session.lander = Lander(_lander_main, (jobs,))
-            complete = follow(session, 120 + settings.n)
-            result.update(_finish(session, started, t0, complete))
-            messages = list(first_messages(session.subscriber.snapshot(), live_only=False).values())
-            summary = summarize_throughput(messages, dict(session.lander.landed))
-            waits = [m["timings"].get("cluster_wait", 0.0) + m["timings"].get("device_wait", 0.0) for m in messages]
-            summary["overhead"] = describe([m["timestamps"]["committed"] - m["timestamps"]["started"] - emulated_s -
-                                            wait for m, wait in zip(messages, waits)])
-            summary["cluster_wait"] = describe(waits)
-            summary["worker_stages"] = describe([sum(m["timings"].get(k, 0.0) for k in
-                                                     ("read", "downsample", "normalize", "extract"))
-                                                 for m in messages])
-            summary["ideal_per_s"] = workers / emulated_s
+            yield session
     finally:
         os.environ.pop(EMULATION_ENV, None)
+
+
+def run_scale(workers: int, settings: StreamSettings, emulated_s: float = 0.05, tasks_per_worker: int = 2) -> dict:
+    """One run of the daemon on a LocalCluster of ``workers`` processes (see the module docstring)."""
+    with cluster_session(settings, workers, emulated_s, tasks_per_worker) as session:
+        watched = session.workspace.watched
+        names = [f"mic_{i:05d}" for i in range(settings.n)]
+        staged = [watched / f".{name}.mrc.staged" for name in names]
+        stage_sources(staged, settings)
+        started, t0 = _start(session)
+        result = {"mode": "scale", "workers": workers, "emulated_device_s": emulated_s,
+                  **_context(session, started)}
+        jobs = [(str(path), str(watched / f"{name}.mrc"), "rename", 1.0 + i * settings.interval, 0.0)
+                for i, (path, name) in enumerate(zip(staged, names))]
+        session.lander = Lander(_lander_main, (jobs,))
+        complete = follow(session, 120 + settings.n)
+        result.update(_finish(session, started, t0, complete))
+        messages = list(first_messages(session.subscriber.snapshot(), live_only=False).values())
+        summary = summarize_throughput(messages, dict(session.lander.landed))
+        waits = [m["timings"].get("cluster_wait", 0.0) + m["timings"].get("device_wait", 0.0) for m in messages]
+        summary["overhead"] = describe([m["timestamps"]["committed"] - m["timestamps"]["started"] - emulated_s -
+                                        wait for m, wait in zip(messages, waits)])
+        summary["cluster_wait"] = describe(waits)
+        summary["worker_stages"] = describe([sum(m["timings"].get(k, 0.0) for k in
+                                                 ("read", "downsample", "normalize", "extract"))
+                                             for m in messages])
+        summary["ideal_per_s"] = workers / emulated_s
     return {**result, "summary": summary}
 
 
@@ -85,44 +96,38 @@ def run_repick_latency(workers: int, settings: StreamSettings, *, backlog: int =
     (busy).  Latency: the file complete at its name → its picks message received."""
     total = backlog + 2 * live
     settings = replace(settings, n=total)
-    os.environ[EMULATION_ENV] = f"{emulated_s:g}"
-    try:
-        with Session(settings) as session:
-            session.extra_config = {"executor": {"kind": "dask"},
-                                    "dask": {"cluster": "local", "workers": workers, "tasks_per_worker": 2}}
-            watched, private = session.workspace.watched, session.workspace.private
-            names = [f"mic_{i:05d}" for i in range(total)]
-            staged = [private / f"{name}.mrc" for name in names]
-            stage_sources(staged, settings)
-            started, t0 = _start(session)
-            result = {"mode": "repick-latency", "workers": workers, "emulated_device_s": emulated_s,
-                      "backlog": backlog, **_context(session, started)}
+    with cluster_session(settings, workers, emulated_s) as session:
+        watched, private = session.workspace.watched, session.workspace.private
+        names = [f"mic_{i:05d}" for i in range(total)]
+        staged = [private / f"{name}.mrc" for name in names]
+        stage_sources(staged, settings)
+        started, t0 = _start(session)
+        result = {"mode": "repick-latency", "workers": workers, "emulated_device_s": emulated_s,
+                  "backlog": backlog, **_context(session, started)}
 
-            def land(first: int, count: int, every: float) -> dict[str, float]:
-                jobs = [(str(staged[i]), str(watched / f"{names[i]}.mrc"), "copy", 0.5 + k * every, 0.0)
-                        for k, i in enumerate(range(first, first + count))]
-                if session.lander is not None:
-                    session.lander.close()
-                session.lander = Lander(_lander_main, (jobs,))
-                if not follow(session, 120 + count):
-                    raise RuntimeError(f"not every micrograph of the phase was picked:\n{session.daemon.log_tail()}")
-                return {name: written for name, (written, _) in session.lander.landed.items()}
+        def land(first: int, count: int, every: float) -> dict[str, float]:
+            jobs = [(str(staged[i]), str(watched / f"{names[i]}.mrc"), "copy", 0.5 + k * every, 0.0)
+                    for k, i in enumerate(range(first, first + count))]
+            if session.lander is not None:
+                session.lander.close()
+            session.lander = Lander(_lander_main, (jobs,))
+            if not follow(session, 120 + count):
+                raise RuntimeError(f"not every micrograph of the phase was picked:\n{session.daemon.log_tail()}")
+            return {name: written for name, (written, _) in session.lander.landed.items()}
 
-            land(0, backlog, 0.002)
-            idle = land(backlog, live, interval)
-            queued = session.daemon.control("reprocess", all=True)["queued"]
-            busy = land(backlog + live, live, interval)
-            picks = first_messages(session.subscriber.snapshot(), live_only=True)
-            repicked = sum(1 for m in session.subscriber.snapshot() if m.get("repick"))
-            result.update(_finish(session, started, t0, True))
+        land(0, backlog, 0.002)
+        idle = land(backlog, live, interval)
+        queued = session.daemon.control("reprocess", all=True)["queued"]
+        busy = land(backlog + live, live, interval)
+        picks = first_messages(session.subscriber.snapshot(), live_only=True)
+        repicked = sum(1 for m in session.subscriber.snapshot() if m.get("repick"))
+        result.update(_finish(session, started, t0, True))
 
-            def latencies(landed: dict[str, float]) -> list[float]:
-                return [picks[n]["received"] - t for n, t in landed.items() if n in picks]
+        def latencies(landed: dict[str, float]) -> list[float]:
+            return [picks[n]["received"] - t for n, t in landed.items() if n in picks]
 
-            result["summary"] = {"idle": describe(latencies(idle)), "busy": describe(latencies(busy)),
-                                 "repicks_queued": queued, "repicks_done_by_end": repicked}
-    finally:
-        os.environ.pop(EMULATION_ENV, None)
+        result["summary"] = {"idle": describe(latencies(idle)), "busy": describe(latencies(busy)),
+                             "repicks_queued": queued, "repicks_done_by_end": repicked}
     return result
 
 

@@ -73,10 +73,6 @@ def resolve_config(args: argparse.Namespace) -> dict:
     return config
 
 
-def resolve_options(args: argparse.Namespace) -> dict:
-    """The 'picking' options: config file values (or defaults) overridden by the options given."""
-    return resolve_config(args)["picking"]
-
 
 def main(args: argparse.Namespace) -> int:
     from contextlib import closing

@@ -40,17 +40,8 @@ from ..device import select_device
 from ..errors import ConfigError, IncompleteMicrographError, MicrographError, StreampickError
 from ..executor import EMULATION_ENV, ModelRef, PickTask, executor_from_config
 from ..io.coords import write_combined_star, write_star
-from ..io.micrograph import read_micrograph
 from ..nets.checkpoint import Model, load_model, model_version
-from ..pick import (
-    PickFailure,
-    PickResult,
-    Prepared,
-    prepare,
-    score_and_extract,
-    settings_from_options,
-    working_pixel_size,
-)
+from ..pick import PickFailure, PickResult, Prepared, read_and_prepare, score_and_extract, settings_from_options
 from ..picks import Picks
 from .completeness import CompletenessTracker
 from .control import ControlServer
@@ -278,15 +269,19 @@ class Daemon:
             items = [item]
             while len(items) < batch_size and (extra := self.work.get(0.0, time.monotonic)) is not None:
                 items.append(extra)
-            active = self.active  # one model for the whole batch, even if a new one is swapped in meanwhile
-            loaded = [x for x in (self._load(i, active) for i in items) if x is not None]
-            by_shape: dict[tuple, list] = {}
-            for entry in loaded:
-                by_shape.setdefault(tuple(entry[1].image.shape), []).append(entry)
-            for group in by_shape.values():
-                results = score_and_extract([p for _, p, _, _ in group], active.model, self.settings)
-                for (work_item, _, identity, started), result in zip(group, results):
-                    self._finish(work_item, identity, started, result, active)
+            self._pick_in_process(items)
+
+    def _pick_in_process(self, items: list[WorkItem]) -> None:
+        """Load, score (same-shape micrographs together) and commit ``items`` in this process."""
+        active = self.active  # one model for the whole batch, even if a new one is swapped in meanwhile
+        loaded = [x for x in (self._load(i, active) for i in items) if x is not None]
+        by_shape: dict[tuple, list] = {}
+        for entry in loaded:
+            by_shape.setdefault(tuple(entry[1].image.shape), []).append(entry)
+        for group in by_shape.values():
+            results = score_and_extract([p for _, p, _, _ in group], active.model, self.settings)
+            for (work_item, _, identity, started), result in zip(group, results):
+                self._finish(work_item, identity, started, result, active)
 
     def _load(self, item: WorkItem, active: ActiveModel
               ) -> tuple[WorkItem, Prepared, tuple[str, int, int], float] | None:
@@ -296,15 +291,10 @@ class Daemon:
         if identity is None:
             return None
         try:
-            start = time.perf_counter()
-            micrograph = read_micrograph(item.path, self.settings.pixel_size, mmap=False)
-            read_time = time.perf_counter() - start
+            prepared = read_and_prepare(item.path, active.model, self.settings, self.device, mmap=False)
         except (MicrographError, OSError) as err:
             self._unreadable(item, err)
             return None
-        target = working_pixel_size(self.settings, active.model, micrograph.pixel_size)
-        prepared = prepare(micrograph, target, self.device)
-        prepared.timings["read"] = read_time
         return item, prepared, identity, started
 
     def _identify(self, item: WorkItem, active: ActiveModel) -> tuple[str, int, int] | None:
@@ -365,7 +355,9 @@ class Daemon:
                         log.info("Dask scheduler back: %s", self.executor.describe())
                         continue
                 if self.config["dask"]["on_scheduler_loss"] == "in-process":
-                    self._pick_one_in_process()
+                    item = self.work.get(0.25, time.monotonic)
+                    if item is not None:
+                        self._pick_in_process([item])
                 else:
                     self.stop_event.wait(0.25)
                 continue
@@ -415,18 +407,6 @@ class Daemon:
                 outage, next_probe = True, time.monotonic() + 2.0
         for future in in_flight:
             future.remote.cancel()  # left queued in the journal: picked after a restart
-
-    def _pick_one_in_process(self) -> None:
-        """The in-process path for one queued micrograph (the cluster fallback)."""
-        item = self.work.get(0.25, time.monotonic)
-        if item is None:
-            return
-        active = self.active
-        loaded = self._load(item, active)
-        if loaded is not None:
-            work_item, prepared, identity, started = loaded
-            result = score_and_extract([prepared], active.model, self.settings)[0]
-            self._finish(work_item, identity, started, result, active)
 
     def _finish(self, item: WorkItem, identity: tuple[str, int, int], started: float,
                 result: PickResult, active: ActiveModel) -> None:
