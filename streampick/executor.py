@@ -27,15 +27,7 @@ from typing import Any, Protocol
 from urllib.parse import urlparse
 
 from .errors import ConfigError, MicrographError
-from .pick import (
-    PickFailure,
-    PickResult,
-    PickSettings,
-    pick_micrographs,
-    prepare,
-    score_and_extract,
-    working_pixel_size,
-)
+from .pick import PickFailure, PickResult, PickSettings, pick_micrographs, read_and_prepare, score_and_extract
 
 log = logging.getLogger(__name__)
 MODEL_CACHE_SIZE = 2  # model versions a worker keeps loaded (the active one and the one it replaces)
@@ -140,17 +132,10 @@ def run_pick_task(task: PickTask) -> Outcome:
     began = time.time()
     tune_allocator()
     model = cached_model(task.model, task.device)
-    device = next(model.net.parameters()).device
-    start = time.perf_counter()
     try:
-        from .io.micrograph import read_micrograph
-
-        micrograph = read_micrograph(task.path, task.settings.pixel_size)
+        prepared = read_and_prepare(task.path, model, task.settings, next(model.net.parameters()).device)
     except MicrographError as err:
         return PickFailure(Path(task.path), err)
-    read_time = time.perf_counter() - start
-    prepared = prepare(micrograph, working_pixel_size(task.settings, model, micrograph.pixel_size), device)
-    prepared.timings["read"] = read_time
     queued = time.perf_counter()
     with _device_lock:  # one task on the device at a time; the others read and preprocess meanwhile
         device_wait = time.perf_counter() - queued
@@ -267,11 +252,14 @@ class WorkerFigures:
     def __init__(self) -> None:
         self.picked, self.recent, self.models = 0, deque(), []
 
-    def record(self, versions: list[str]) -> None:
+    def record(self, versions: list[str], picked: bool = True) -> None:
+        """A task finished on this worker (``picked`` False: the micrograph could not be read)."""
+        self.models = list(versions)
+        if not picked:
+            return
         now = time.monotonic()
         self.picked += 1
         self.recent.append(now)
-        self.models = list(versions)
         while self.recent and self.recent[0] < now - self.WINDOW_S:
             self.recent.popleft()
 
@@ -335,7 +323,8 @@ class DaskExecutor:
                 local.set_exception(err)
                 return
             with self._figures_lock:
-                self.worker_figures.setdefault(worker, WorkerFigures()).record(versions)
+                self.worker_figures.setdefault(worker, WorkerFigures()).record(
+                    versions, picked=not isinstance(outcome, PickFailure))
             local.set_result(outcome)
 
         remote.add_done_callback(settle)

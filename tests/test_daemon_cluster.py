@@ -68,7 +68,19 @@ def test_the_daemon_picks_on_a_local_cluster_exactly_once_and_as_in_process(tmp_
         assert status["executor"]["kind"] == "dask" and status["executor"]["workers"] == 2
         for i in range(4):
             land(daemon.watched, f"mic_{i}.mrc", sources[i], "rename")
+        # bad input read on a worker: one clear error each, and the daemon goes on
+        bad_files = {"corrupt.mrc": b"\x00" * 1024 + b"not image data" * 100,
+                     "truncated.mrc": sources[0].read_bytes()[:300_000]}
+        whole = sources[1].read_bytes()  # a whole MRC of NaN pixels: the daemon hands it on, a worker refuses it
+        bad_files["nan.mrc"] = whole[:1024] + np.full((len(whole) - 1024) // 4, np.nan, np.float32).tobytes()
+        for name, content in bad_files.items():
+            (tmp_path / name).write_bytes(content)
+            os.replace(tmp_path / name, daemon.watched / name)
         daemon.wait_for(lambda: len(daemon.picked_names()) == 4, 90, "4 micrographs picked on the cluster")
+        daemon.wait_for(lambda: set(bad_files) <= {Path(e.get("path") or "").name for e in daemon.errors()}, 60,
+                        "an error for each bad file")
+        bad = [e for e in daemon.errors() if Path(e.get("path") or "").name in bad_files]
+        assert len(bad) == 3 and all("\n" not in e["message"] for e in bad), bad
         daemon.receive(1.0)
         picks = daemon.picks()
         assert sorted(m["micrograph"]["name"] for m in picks) == [f"mic_{i}" for i in range(4)]  # once each
