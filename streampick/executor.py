@@ -202,6 +202,8 @@ class Executor(Protocol):
 
     def pick(self, tasks: Iterable[PickTask]) -> Iterator[Outcome]: ...
 
+    def warm(self, ref: ModelRef, device: str = "auto") -> list[str]: ...
+
     def describe(self) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
@@ -236,6 +238,14 @@ class InProcessExecutor:
         model = cached_model(first.model, first.device)
         device = next(model.net.parameters()).device
         yield from pick_micrographs([t.path for t in tasks], model, first.settings, device, self.batch_size)
+
+    def warm(self, ref: ModelRef, device: str = "auto") -> list[str]:
+        """Load ``ref`` into this process's model cache (as :meth:`DaskExecutor.warm` does on workers)."""
+        try:
+            cached_model(ref, device)
+        except Exception as err:
+            return [f"{worker_name()}: {err}"]
+        return []
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.name}
@@ -329,6 +339,18 @@ class DaskExecutor:
 
         remote.add_done_callback(settle)
         return local
+
+    def warm(self, ref: ModelRef, device: str = "auto") -> list[str]:
+        """Load ``ref`` on every worker now and on every worker that joins later (a worker plugin), so that
+        no micrograph waits for a worker to import torch and load weights.  Returns a line saying why where a
+        worker could not load it (its tasks will then fail, and be reported, as they come)."""
+        from .daskworker import WarmWorker
+
+        try:
+            self.client.register_plugin(WarmWorker(ref, device))
+        except Exception as err:  # Dask raises the first worker's error
+            return [str(err).splitlines()[0] if str(err) else type(err).__name__]
+        return []
 
     def pick(self, tasks: Iterable[PickTask]) -> Iterator[Outcome]:
         pending, running = deque(tasks), set()
@@ -428,10 +450,13 @@ def executor_from_config(config: dict[str, dict[str, Any]]) -> Executor:
     if cluster_kind == "local":
         # tasks_per_worker threads: while one task scores, the next reads and preprocesses (the device lock in
         # run_pick_task keeps scoring to one task at a time)
-        cluster = LocalCluster(n_workers=options["workers"], threads_per_worker=options["tasks_per_worker"],
-                               processes=True,
-                               host="127.0.0.1", dashboard_address=None,
-                               resources={"GPU": 1} if resources else None)
+        import dask
+
+        # no dashboard, so no use for the workers' statistical profiler (it samples every thread 100×/s)
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            cluster = LocalCluster(n_workers=options["workers"], threads_per_worker=options["tasks_per_worker"],
+                                   processes=True, host="127.0.0.1", dashboard_address=None,
+                                   resources={"GPU": 1} if resources else None)
         client = Client(cluster)
         return DaskExecutor(client, in_flight=options["workers"] * options["tasks_per_worker"],
                             resources=resources, owned=(cluster,))

@@ -1,10 +1,13 @@
 """Extraction: logit map in, particle picks out (non-maximum suppression, method.md §4).
 
 ``nms`` gives exactly what greedy NMS gives (take the highest remaining pixel, suppress a disk around
-it, repeat) without a Python loop over all pixels: a vectorized round selects every pixel that is the maximum of its
-(2r+1)² window (such a pixel has no higher pixel within r, so greedy NMS takes it too) and suppresses disks
-around those picks; the pixels still alive then go through the plain greedy loop, which is exact on them
-because every pixel the round suppressed lies within r of a higher pick.
+it, repeat) without a Python loop over all pixels.  Each pixel gets a distinct integer key that orders pixels
+as a stable descending sort of the scores would (score first, then raster order), so no sort of the map is
+needed.  Vectorized rounds then select every live pixel that is the highest live pixel of its (2r+1)² window
+(no live pixel within r outranks it, and every dead one was suppressed by an earlier greedy pick, so greedy NMS
+takes it too) and suppress disks around those picks; the few pixels still alive after the rounds go through the
+plain greedy loop, which is exact on them for the same reason.  The window maximum is a sliding maximum built
+from log2(2r+1) shifted element-wise maxima per axis, so a round costs a few passes over the map whatever r is.
 Peaks are refined to sub-pixel precision with a parabola through the map's 3-point neighbourhood, and
 scaled back to the original micrograph's pixels.
 """
@@ -12,20 +15,38 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .picks import Picks
 
-_POOLED_ROUNDS = 1  # rounds of window maxima over the whole map; the pixels left go through plain greedy
+_MAX_ROUNDS = 6  # vectorized rounds at most; they stop early once few pixels are left alive
+_GREEDY_BELOW = 256  # live pixels few enough for the plain greedy loop
+_DEAD = torch.iinfo(torch.int64).min
 
 
-def _window_max(values: torch.Tensor, radius: int) -> torch.Tensor:
-    """Max over a (2r+1)² window, computed separably (rows then columns)."""
+def _ordered_keys(score_map: torch.Tensor, floor: float) -> torch.Tensor:
+    """Distinct int64 keys, higher for a higher score and, among equal scores, for an earlier pixel (raster
+    order); pixels below ``floor`` (or NaN) get the dead key."""
+    scores = score_map.float().reshape(-1) + 0.0  # + 0.0 turns -0.0 into 0.0, which a sort treats as equal
+    bits = scores.view(torch.int32).to(torch.int64)
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)  # float order as integer order
+    n = scores.numel()
+    shift = max(1, int(n - 1).bit_length())
+    tie_break = (n - 1) - torch.arange(n, device=score_map.device, dtype=torch.int64)
+    keys = (ordered << shift) | tie_break
+    return torch.where(scores >= floor, keys, torch.full_like(keys, _DEAD)).reshape(score_map.shape)
+
+
+def _sliding_max(padded: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Max over the windows [i - radius, i + radius] along ``dim`` of a tensor padded by ``radius`` on both
+    sides of ``dim`` (the result has the unpadded size there)."""
+    size = padded.shape[dim] - 2 * radius
     k = 2 * radius + 1
-    v = values[None, None]
-    v = F.max_pool2d(v, (1, k), stride=1, padding=(0, radius))
-    v = F.max_pool2d(v, (k, 1), stride=1, padding=(radius, 0))
-    return v[0, 0]
+    span, level = 1, padded
+    while span * 2 <= k:  # level[i] = max(padded[i : i + 2 span]) after each step
+        length = level.shape[dim] - span
+        level = torch.maximum(level.narrow(dim, 0, length), level.narrow(dim, span, length))
+        span *= 2
+    return torch.maximum(level.narrow(dim, 0, size), level.narrow(dim, k - span, size))
 
 
 def _disk_offsets(radius: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,50 +69,47 @@ def nms(score_map: torch.Tensor, radius: float, floor: float) -> tuple[np.ndarra
         order (earlier pixel first), as a stable sort of the brute-force reference would.
     """
     height, width = score_map.shape
-    # Work on ranks instead of scores: a total order (ties broken by raster order, as a stable sort would),
-    # exact in float32 for up to 2**24 candidates.
-    flat = score_map.reshape(-1)
-    candidates = torch.nonzero(flat >= floor, as_tuple=True)[0]
-    order = torch.sort(flat[candidates], descending=True, stable=True).indices
-    ranks = torch.full((height * width,), -1.0, device=score_map.device)
-    ranks[candidates[order]] = torch.arange(len(order), 0, -1, dtype=torch.float32, device=score_map.device)
-    remaining = ranks.reshape(height, width).clone()
+    keys = _ordered_keys(score_map, floor)
+    pad = max(int(np.ceil(radius)), 1)  # the window's half-width; a dead border of that width
+    live = torch.full((height + 2 * pad, width + 2 * pad), _DEAD, dtype=torch.int64, device=score_map.device)
+    inner = live[pad:pad + height, pad:pad + width]  # a view: dead (picked or suppressed) pixels get the dead key
+    inner.copy_(keys)
     dy, dx = _disk_offsets(radius)
-    dy, dx = dy.to(score_map.device), dx.to(score_map.device)
-    window = max(int(np.ceil(radius)), 1)
+    disk = (dy * live.shape[1] + dx).to(score_map.device)  # the disk as offsets in the flat padded map
+    flat = live.view(-1)
     picked_rows, picked_cols = [], []
-    for _ in range(_POOLED_ROUNDS):
-        alive = remaining > 0
-        if not bool(alive.any()):
+    for _ in range(_MAX_ROUNDS):
+        alive = inner != _DEAD
+        if int(alive.sum()) <= _GREEDY_BELOW:
             break
-        is_peak = alive & (remaining >= _window_max(remaining, window))
-        rows, cols = torch.nonzero(is_peak, as_tuple=True)
+        window_max = _sliding_max(_sliding_max(live, pad, 1), pad, 0)
+        rows, cols = torch.nonzero(alive & (inner == window_max), as_tuple=True)
         picked_rows.append(rows)
         picked_cols.append(cols)
-        sy = (rows[:, None] + dy[None]).clamp(0, height - 1)
-        sx = (cols[:, None] + dx[None]).clamp(0, width - 1)
-        inside = ((rows[:, None] + dy[None]) == sy) & ((cols[:, None] + dx[None]) == sx)
-        remaining[sy[inside], sx[inside]] = -1.0
-    rows, cols = _greedy_rest(remaining.cpu().numpy(), radius)
+        centres = (rows + pad) * live.shape[1] + (cols + pad)
+        flat[(centres[:, None] + disk[None]).reshape(-1)] = _DEAD
+    rows, cols = _greedy_rest(inner.cpu().numpy(), radius)
     picked_rows.append(torch.from_numpy(rows).to(score_map.device))
     picked_cols.append(torch.from_numpy(cols).to(score_map.device))
     rows, cols = torch.cat(picked_rows), torch.cat(picked_cols)
-    order = torch.argsort(ranks.reshape(height, width)[rows, cols], descending=True)
+    order = torch.argsort(keys[rows, cols], descending=True)
     return rows[order].cpu().numpy(), cols[order].cpu().numpy()
 
 
-def _greedy_rest(remaining: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Plain greedy NMS over the few pixels the pooled rounds left alive (rank > 0), best first."""
-    rows, cols = np.nonzero(remaining > 0)
+def _greedy_rest(live: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Plain greedy NMS over the pixels the vectorized rounds left alive (key above the dead key), best
+    first."""
+    dead = np.iinfo(np.int64).min
+    rows, cols = np.nonzero(live != dead)
     if len(rows) == 0:
         return rows.astype(np.int64), cols.astype(np.int64)
-    order = np.argsort(-remaining[rows, cols], kind="stable")
+    order = np.argsort(-live[rows, cols], kind="stable")
     rows, cols = rows[order], cols[order]
     r = int(np.floor(radius))
     offsets = np.arange(-r, r + 1)
     disk = offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius * radius
     pad = r
-    suppressed = np.zeros((remaining.shape[0] + 2 * pad, remaining.shape[1] + 2 * pad), dtype=bool)
+    suppressed = np.zeros((live.shape[0] + 2 * pad, live.shape[1] + 2 * pad), dtype=bool)
     keep = []
     for index, (row, col) in enumerate(zip(rows.tolist(), cols.tolist())):
         if suppressed[row + pad, col + pad]:

@@ -49,6 +49,23 @@ def test_nms_with_ties_breaks_them_in_raster_order_like_a_stable_sort():
                                   brute_force_nms(score_map.numpy(), 5.0, 0.0))
 
 
+def test_nms_on_a_ramp_where_the_vectorized_rounds_leave_most_pixels_to_the_greedy_loop():
+    yy, xx = torch.meshgrid(torch.arange(70.0), torch.arange(60.0), indexing="ij")
+    score_map = -(yy * 0.37 + xx * 0.11)  # one window maximum per round: the rounds stop with most pixels alive
+    rows, cols = nms(score_map, 3.5, floor=-1e9)
+    np.testing.assert_array_equal(rows * 60 + cols, brute_force_nms(score_map.numpy(), 3.5, -1e9))
+
+
+def test_nms_orders_negative_scores_and_signed_zeros_like_a_stable_sort():
+    score_map = torch.round(smooth_map(5, size=90) * 3) / 3 - 0.4  # mostly negative, many ties
+    score_map[::7, ::5] = -0.0
+    score_map[3::7, ::5] = 0.0
+    for dtype in (torch.float32, torch.bfloat16):
+        cast = score_map.to(dtype)
+        rows, cols = nms(cast, 4.0, floor=-3.0)
+        np.testing.assert_array_equal(rows * 90 + cols, brute_force_nms(cast.float().numpy(), 4.0, -3.0))
+
+
 def test_nms_of_a_map_below_the_floor_is_empty():
     rows, cols = nms(torch.full((50, 40), -10.0), 3.0, floor=-6.0)
     assert len(rows) == 0 and len(cols) == 0

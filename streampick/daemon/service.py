@@ -122,6 +122,8 @@ class Daemon:
         journal_path = self.config["output"]["journal"] or self.out_dir / "journal.sqlite"
         self.journal = Journal(journal_path)
         self.active = self._initial_model()
+        for line in self._warm_workers(self.active):  # reported once the publisher runs
+            self.startup_faults.append((None, "cluster", line))
         threshold = self.config["picking"]["threshold"]
         self.threshold = threshold if threshold is not None else (self.active.model.card.threshold or 0.0)
         training = self.config["training"]
@@ -637,6 +639,18 @@ class Daemon:
         model = load_model(configured, self.device)
         return ActiveModel(model, configured, model_version(model))
 
+    def _warm_workers(self, active: ActiveModel) -> list[str]:
+        """Have the cluster's workers load ``active`` before any micrograph needs it; one line per problem."""
+        if self.executor is None:
+            return []
+        try:
+            problems = self.executor.warm(ModelRef(_shared_spec(active.spec), active.version),
+                                          self.config["picking"]["device"])
+        except Exception as err:  # e.g. the scheduler is gone: tasks load the model when they run
+            problems = [str(err).splitlines()[0] if str(err) else type(err).__name__]
+        return [f"workers cannot load model {active.version} ({problem}); its tasks will fail until they can"
+                for problem in problems]
+
     def _start_point(self) -> StartPoint:
         active = self.active
         card, picking = active.model.card, self.config["picking"]
@@ -656,6 +670,8 @@ class Daemon:
         """Make the candidate at ``path`` the active model (called by the fine-tuner); returns its version."""
         model = load_model(path, self.device)
         new = ActiveModel(model, str(path), model_version(model))
+        for line in self._warm_workers(new):
+            self.report(None, "cluster", line)
         old, self.active = self.active, new
         with self.latest_lock:
             self.latest.clear()
