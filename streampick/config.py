@@ -98,6 +98,7 @@ DASK_KEYS: dict[str, tuple[tuple, Any]] = {
     "cluster": ((str, type(None)), None),  # or start one: local | slurm
     "workers": ((int,), 2),  # local: worker processes
     "tasks_per_worker": ((int,), 2),  # tasks in flight per worker
+    "batch_size": ((int,), 4),  # micrographs per task at most, only while a backlog waits (new arrivals go alone)
     "gpu_per_task": ((bool,), False),  # reserve the Dask resource GPU=1 per task
     "connect_timeout": ((int, float), 10.0),
     "allow_insecure_remote": ((bool,), False),  # a tcp:// scheduler outside loopback (no TLS)

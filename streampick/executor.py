@@ -149,17 +149,23 @@ def run_pick_task(task: PickTask) -> Outcome:
     return result
 
 
-def run_cluster_task(task: PickTask) -> tuple[Outcome, str, list[str]]:
-    """:func:`run_pick_task` on a Dask worker, with the worker's address and the model versions it holds (for
-    the daemon's per-worker figures)."""
+def run_cluster_tasks(tasks: list[PickTask]) -> tuple[list[Outcome], str, list[str]]:
+    """:func:`run_pick_task` for each of ``tasks`` in turn on a Dask worker (one Dask task carries several
+    micrographs while a backlog waits: Dask's own cost per task is then shared), with the worker's address and
+    the model versions it holds (for the daemon's per-worker figures)."""
     from distributed import get_worker
 
-    outcome = run_pick_task(task)
+    began = time.perf_counter()
+    outcomes = [run_pick_task(task) for task in tasks]
+    task_run = time.perf_counter() - began
+    for outcome in outcomes:  # the daemon's view of a micrograph's time on the cluster, batch-mates included
+        if isinstance(outcome, PickResult):
+            outcome.timings.update(task_run=task_run, task_size=len(tasks))
     try:
         address = get_worker().address
     except ValueError:  # not on a worker (tests calling it directly)
         address = worker_name()
-    return outcome, address, loaded_versions()
+    return outcomes, address, loaded_versions()
 
 
 EMULATION_ENV = "STREAMPICK_BENCH_EMULATED_DEVICE_S"
@@ -193,12 +199,13 @@ def _emulated_pick(prepared, model, settings: PickSettings, seconds: float) -> P
 
 
 class Executor(Protocol):
-    """Runs pick tasks.  ``submit`` returns a future of the outcome (higher ``priority`` runs first where the
-    executor queues); ``pick`` runs many and yields the outcomes as they complete."""
+    """Runs pick tasks.  ``submit`` runs a few together and returns a future of their outcomes, in order
+    (higher ``priority`` runs first where the executor queues); ``pick`` runs many and yields the outcomes as
+    they complete."""
 
     name: str
 
-    def submit(self, task: PickTask, priority: int = 0) -> Future: ...
+    def submit(self, tasks: list[PickTask], priority: int = 0) -> Future: ...
 
     def pick(self, tasks: Iterable[PickTask]) -> Iterator[Outcome]: ...
 
@@ -218,10 +225,10 @@ class InProcessExecutor:
     def __init__(self, batch_size: int = 1) -> None:
         self.batch_size = batch_size
 
-    def submit(self, task: PickTask, priority: int = 0) -> Future:
+    def submit(self, tasks: list[PickTask], priority: int = 0) -> Future:
         future: Future = Future()
         try:
-            future.set_result(run_pick_task(task))
+            future.set_result([run_pick_task(task) for task in tasks])
         except Exception as err:  # the caller sees it from result(), as from a remote executor
             future.set_exception(err)
         return future
@@ -315,27 +322,29 @@ class DaskExecutor:
         old.close(timeout=5)  # its IO loop would otherwise linger and can hold up the process's exit
         return True
 
-    def submit(self, task: PickTask, priority: int = 0) -> Future:
-        """The task on the cluster, as a ``concurrent.futures.Future`` (which keeps the Dask future alive: a
-        Dask future that is garbage-collected is forgotten by the scheduler).  A worker that dies mid-task
-        makes Dask run it again elsewhere; what cannot finish (the scheduler is gone, the task failed on too
-        many workers) comes back as the future's exception."""
-        remote = self.client.submit(run_cluster_task, task, priority=priority, pure=False, resources=self.resources)
+    def submit(self, tasks: list[PickTask], priority: int = 0) -> Future:
+        """One Dask task picking ``tasks`` in turn, as a ``concurrent.futures.Future`` of their outcomes (it
+        keeps the Dask future alive: a Dask future that is garbage-collected is forgotten by the scheduler).
+        A worker that dies mid-task makes Dask run it again elsewhere; what cannot finish (the scheduler is
+        gone, the task failed on too many workers) comes back as the future's exception."""
+        remote = self.client.submit(run_cluster_tasks, list(tasks), priority=priority, pure=False,
+                                    resources=self.resources)
         local: Future = Future()
         local.remote = remote  # type: ignore[attr-defined]
 
         def settle(done) -> None:
             try:
-                outcome, worker, versions = done.result()
+                outcomes, worker, versions = done.result()
             except BaseException as err:  # CancelledError, a lost scheduler, a task error
                 with self._figures_lock:
                     self.failures += 1
                 local.set_exception(err)
                 return
             with self._figures_lock:
-                self.worker_figures.setdefault(worker, WorkerFigures()).record(
-                    versions, picked=not isinstance(outcome, PickFailure))
-            local.set_result(outcome)
+                figures = self.worker_figures.setdefault(worker, WorkerFigures())
+                for outcome in outcomes:
+                    figures.record(versions, picked=not isinstance(outcome, PickFailure))
+            local.set_result(outcomes)
 
         remote.add_done_callback(settle)
         return local
@@ -356,10 +365,10 @@ class DaskExecutor:
         pending, running = deque(tasks), set()
         while pending or running:
             while pending and len(running) < self.in_flight:
-                running.add(self.submit(pending.popleft()))
+                running.add(self.submit([pending.popleft()]))
             done, running = wait(running, return_when=FIRST_COMPLETED)
             for future in done:
-                yield future.result()
+                yield from future.result()
 
     def describe(self) -> dict[str, Any]:
         """For ``status``: the scheduler and its workers (count, model versions are not known here)."""

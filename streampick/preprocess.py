@@ -350,7 +350,8 @@ def _histogram(x: np.ndarray) -> _Histogram | None:
 
 def _best_fit(hist: _Histogram) -> GMMFit:
     """Run the batched EM and the single Gaussian; return the highest log-posterior, in data units."""
-    x, c = hist.centres, hist.counts
+    occupied = hist.counts > 0  # empty bins add nothing to any sum: leave them out of the EM
+    x, c = hist.centres[occupied], hist.counts[occupied]
     sheppard = (hist.width / hist.scale) ** 2 / 12.0
     n = c.sum()
     sx, sxx = c @ x, c @ (x * x)

@@ -219,6 +219,9 @@ def test_a_new_arrival_overtakes_queued_repicks_on_the_cluster(tmp_path, model_p
         late = next(m for m in daemon.picks() if m["micrograph"]["name"] == "late")
         after = [m for m in daemon.picks() if m["repick"] and m["seq"] > late["seq"]]
         assert not late["repick"] and len(after) >= 6, (late["seq"], [m["seq"] for m in daemon.picks()])
+        # the queued re-picks went out several to a task (dask.batch_size 4); the new arrival went alone
+        assert late["stats"]["timings"]["task_size"] == 1
+        assert max(m["stats"]["timings"]["task_size"] for m in daemon.picks() if m["repick"]) > 1
         assert daemon.stop() == 0
     finally:
         daemon.close()

@@ -2,6 +2,7 @@
 in-process picks; the worker's model cache; the SLURM cluster's job script; and the config's refusals."""
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -80,12 +81,32 @@ def test_a_worker_keeps_the_newest_model_versions(session):
         cached_model(ModelRef("streampick-sim-resnet8-u32", f"v-test-{i}"), "cpu")
     assert "v-test-1" not in loaded_versions() and len(loaded_versions()) == MODEL_CACHE_SIZE
     executor = InProcessExecutor()
-    outcome = executor.submit(PickTask(path, ModelRef("streampick-sim-resnet8-u32", "v-test-2"), settings,
-                                       "cpu")).result()
+    outcome, = executor.submit([PickTask(path, ModelRef("streampick-sim-resnet8-u32", "v-test-2"), settings,
+                                         "cpu")]).result()
     assert len(outcome.picks) > 0
-    missing = executor.submit(PickTask("/no/such/file.mrc", ModelRef("streampick-sim-resnet8-u32", "v-test-2"),
-                                       settings, "cpu")).result()
+    missing, = executor.submit([PickTask("/no/such/file.mrc", ModelRef("streampick-sim-resnet8-u32", "v-test-2"),
+                                         settings, "cpu")]).result()
     assert isinstance(missing, PickFailure) and "/no/such/file.mrc" in str(missing.error)
+
+
+def test_warm_loads_the_model_on_every_worker_before_any_task_and_says_when_it_cannot(tmp_path):
+    executor = executor_from_config(_dask_config(cluster="local", workers=2, tasks_per_worker=1))
+    try:
+        assert executor.client.run(loaded_versions) == {address: [] for address in executor.client.run(os.getpid)}
+        assert executor.warm(ModelRef("streampick-sim-resnet8-u32", "v-warm"), "cpu") == []
+        assert set(map(tuple, executor.client.run(loaded_versions).values())) == {("v-warm",)}
+        missing = tmp_path / "gone.pt"
+        problems = executor.warm(ModelRef(str(missing), "v-gone"), "cpu")
+        assert len(problems) == 1 and str(missing) in problems[0]
+        # a worker that joins later is warmed too (the plugin stays registered, with the last version asked)
+        executor.warm(ModelRef("streampick-sim-resnet8-u32", "v-warm-2"), "cpu")
+        executor.owned[0].scale(3)
+        executor.client.wait_for_workers(3, timeout=60)
+        assert all("v-warm-2" in versions for versions in executor.client.run(loaded_versions).values())
+    finally:
+        executor.close()
+    assert InProcessExecutor().warm(ModelRef("streampick-sim-resnet8-u32", "v-warm-here"), "cpu") == []
+    assert "v-warm-here" in loaded_versions()
 
 
 def _dask_config(**keys) -> dict:

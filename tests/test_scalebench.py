@@ -18,7 +18,11 @@ def test_scale_mode_picks_everything_and_reports_rate_and_overhead(tmp_path):
     assert result["complete"] and result["landed"] == 12 and result["summary"]["n"] == 12
     summary = result["summary"]
     assert summary["ideal_per_s"] == pytest.approx(50.0) and summary["per_s"] > 0
-    assert summary["overhead"]["n"] == 12 and summary["cluster_wait"]["n"] == 12
+    assert summary["overhead"]["n"] == 12 and summary["orchestration"]["n"] == 12
+    # 12 micrographs land faster than one worker picks them: the backlog goes out in tasks of up to 4, and the
+    # daemon + Dask part excludes the batch-mates' device time
+    assert 1.0 < summary["task_size"]["mean"] <= 4.0
+    assert summary["orchestration"]["median"] <= summary["overhead"]["median"]
     assert summary["stages"]["score"]["median"] >= 0.02  # the emulated device time was held
     assert list(work.iterdir()) == []  # the temporary folder is gone
     report = scalebench.markdown_report([result], command="test", date="2026-01-01", machine="test machine")

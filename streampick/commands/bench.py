@@ -137,6 +137,8 @@ def _add_scale_args(parser: argparse.ArgumentParser) -> None:
                        help="--scale: worker counts N (default 1 2 4 8)")
     scale.add_argument("--emulated-ms", type=positive_float, default=50.0,
                        help="--scale: emulated device time per micrograph (default 50 ms)")
+    scale.add_argument("--task-batch", type=positive_int, default=4,
+                       help="--scale: dask.batch_size, micrographs per task while a backlog waits (default 4)")
     scale.add_argument("--plot", type=Path, help="--scale: also write throughput against N as a PNG")
     scale.add_argument("--repick-backlog", type=positive_int, default=2000,
                        help="--scale: micrographs re-picked while live latency is measured (default 2000)")
@@ -252,7 +254,8 @@ def _scale_main(args: argparse.Namespace) -> int:
     overrides = {"n": args.n, "interval": args.interval, "keep": args.keep or None}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     results = scalebench.run_benchmark(args.workers, settings, args.emulated_ms / 1000,
-                                       progress=lambda m: print(m, file=sys.stderr, flush=True))
+                                       progress=lambda m: print(m, file=sys.stderr, flush=True),
+                                       batch_size=args.task_batch)
     report = scalebench.markdown_report(results, command=_command(), date=datetime.date.today().isoformat(),
                                         machine=bench.machine_description())
     if not args.no_repick:
@@ -260,7 +263,7 @@ def _scale_main(args: argparse.Namespace) -> int:
         print(f"streampick bench --scale: live latency while re-picking, {n_workers} workers ...", file=sys.stderr,
               flush=True)
         repick = scalebench.run_repick_latency(n_workers, settings, backlog=args.repick_backlog,
-                                               emulated_s=args.emulated_ms / 1000)
+                                               emulated_s=args.emulated_ms / 1000, batch_size=args.task_batch)
         results.append(repick)
         report += "\n" + scalebench.repick_report(repick)
     print(report)

@@ -29,8 +29,6 @@ import signal
 import sqlite3
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -340,6 +338,8 @@ class Daemon:
         (``dask.on_scheduler_loss``).  Tasks still out at shutdown stay queued in the journal."""
         in_flight: dict = {}
         outage, next_probe = False, 0.0
+        wake = threading.Event()  # a task finished or a micrograph was queued
+        self.work.listen(wake.set)
         device = self.config["picking"]["device"]
         emulated = float(os.environ[EMULATION_ENV]) if os.environ.get(EMULATION_ENV) else None
         per_worker = self.config["dask"]["tasks_per_worker"]
@@ -365,39 +365,51 @@ class Daemon:
                 continue
             while len(in_flight) < self.executor.in_flight:
                 # re-picks leave one slot per worker to new arrivals, which then wait behind at most one task
-                repicks = sum(1 for entry in in_flight.values() if entry[0].priority == REPICK)
+                repicks = sum(1 for entries in in_flight.values() if entries[0][0].priority == REPICK)
                 urgent_only = BACKLOG if repicks >= repick_slots else None
-                item = self.work.get(0.0 if in_flight else 0.25, time.monotonic, max_priority=urgent_only)
-                if item is None:
+                items = self._take_batch(0.0 if in_flight else 0.25, urgent_only,
+                                         spare_slots=self.executor.in_flight - len(in_flight) - 1)
+                if not items:
                     break
-                active, started = self.active, time.time()
-                identity = self._identify(item, active)
-                if identity is None:
+                active = self.active
+                entries = []
+                for item in items:
+                    started = time.time()
+                    identity = self._identify(item, active)
+                    if identity is not None:
+                        entries.append((item, identity, started, active))
+                if not entries:
                     continue
-                task = PickTask(item.path, ModelRef(_shared_spec(active.spec), active.version), self.settings, device,
-                                emulated, submitted=time.time())
-                in_flight[self.executor.submit(task, priority=-item.priority)] = (item, identity, started, active)
+                ref = ModelRef(_shared_spec(active.spec), active.version)
+                tasks = [PickTask(entry[0].path, ref, self.settings, device, emulated, submitted=time.time())
+                         for entry in entries]
+                future = self.executor.submit(tasks, priority=-entries[0][0].priority)
+                future.add_done_callback(lambda _: wake.set())
+                in_flight[future] = entries
             if not in_flight:
                 continue
-            done, _ = futures_wait(list(in_flight), timeout=0.25, return_when=FIRST_COMPLETED)
+            wake.wait(0.25)
+            wake.clear()
             lost = []
-            for future in done:
-                item, identity, started, active = in_flight.pop(future)
+            for future in [f for f in in_flight if f.done()]:
+                entries = in_flight.pop(future)
                 try:
-                    outcome = future.result()
-                except Exception as err:  # the cluster could not pick it: not the micrograph's fault
+                    outcomes = future.result()
+                except Exception as err:  # the cluster could not pick them: not the micrographs' fault
                     if not self.executor.healthy():
-                        lost.append(item)
+                        lost += [entry[0] for entry in entries]
                         continue
                     reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-                    self._retry(item, "cluster", f"{item.path}: picking on the cluster failed ({reason})")
+                    for item, *_ in entries:
+                        self._retry(item, "cluster", f"{item.path}: picking on the cluster failed ({reason})")
                     continue
-                if isinstance(outcome, PickFailure):
-                    self._unreadable(item, outcome.error)
-                else:
-                    self._finish(item, identity, started, outcome, active)
+                for (item, identity, started, active), outcome in zip(entries, outcomes):
+                    if isinstance(outcome, PickFailure):
+                        self._unreadable(item, outcome.error)
+                    else:
+                        self._finish(item, identity, started, outcome, active)
             if lost or not self.executor.healthy():
-                lost += [entry[0] for entry in in_flight.values()]
+                lost += [entry[0] for entries in in_flight.values() for entry in entries]
                 in_flight.clear()
                 for item in lost:
                     self.work.put(item.micrograph_id, item.path, item.priority)
@@ -409,6 +421,21 @@ class Daemon:
                 outage, next_probe = True, time.monotonic() + 2.0
         for future in in_flight:
             future.remote.cancel()  # left queued in the journal: picked after a restart
+
+    def _take_batch(self, timeout: float, max_priority: int | None, spare_slots: int) -> list[WorkItem]:
+        """The most urgent queued micrograph and, while more are queued than ``spare_slots`` tasks could take
+        one by one, up to ``dask.batch_size`` - 1 more of the same urgency: a backlog shares Dask's cost per
+        task, and a new arrival with free slots still goes alone."""
+        first = self.work.get(timeout, time.monotonic, max_priority=max_priority)
+        if first is None:
+            return []
+        items = [first]
+        while len(items) < self.config["dask"]["batch_size"] and len(self.work) > spare_slots:
+            item = self.work.get(0.0, time.monotonic, max_priority=first.priority)
+            if item is None:
+                break
+            items.append(item)
+        return items
 
     def _finish(self, item: WorkItem, identity: tuple[str, int, int], started: float,
                 result: PickResult, active: ActiveModel) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 NEW, BACKLOG, REPICK = 0, 1, 2
@@ -35,6 +36,16 @@ class WorkQueue:
         self._counter = itertools.count()
         self._cond = threading.Condition()
         self._paused = False
+        self._listeners: list[Callable[[], None]] = []
+
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (quick, non-blocking) after each put and resume: for a consumer that waits on other
+        things too (the cluster loop waits on its tasks as well as on the queue)."""
+        self._listeners.append(callback)
+
+    def _notify_listeners(self) -> None:
+        for callback in self._listeners:
+            callback()
 
     def put(self, micrograph_id: int, path: str, priority: int, *, not_before: float = 0.0) -> bool:
         """Queue a micrograph unless it is already queued; returns whether it was added."""
@@ -44,7 +55,8 @@ class WorkQueue:
             self._ids.add(micrograph_id)
             heapq.heappush(self._heap, WorkItem(priority, next(self._counter), micrograph_id, path, not_before))
             self._cond.notify()
-            return True
+        self._notify_listeners()
+        return True
 
     def get(self, timeout: float, now, *, max_priority: int | None = None) -> WorkItem | None:
         """The most urgent item whose ``not_before`` has passed, or None after ``timeout`` s (or paused).
@@ -88,6 +100,7 @@ class WorkQueue:
         with self._cond:
             self._paused = False
             self._cond.notify_all()
+        self._notify_listeners()
 
     @property
     def paused(self) -> bool:
