@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -151,10 +153,27 @@ def repick_report(result: dict) -> str:
 def run_benchmark(workers: list[int], settings: StreamSettings, emulated_s: float = 0.05,
                   progress=print, batch_size: int = 4) -> list[dict]:
     results = []
-    for n_workers in workers:
-        progress(f"streampick bench --scale: {n_workers} worker(s) ...")
-        results.append(run_scale(n_workers, replace(settings), emulated_s, batch_size=batch_size))
+    with deferred_cleanup(settings) as settings:
+        for n_workers in workers:
+            progress(f"streampick bench --scale: {n_workers} worker(s) ...")
+            results.append(run_scale(n_workers, replace(settings), emulated_s, batch_size=batch_size))
     return results
+
+
+@contextmanager
+def deferred_cleanup(settings: StreamSettings) -> Iterator[StreamSettings]:
+    """Settings whose runs keep their folders, in one parent folder removed at the end (unless ``keep``).
+
+    Deleting a run's thousands of files just before the next run starts made ext4 slow to create files in the
+    next one: each new inode skips past every inode deleted in the last minute (``recently_deleted`` in the
+    kernel, 20 % of the daemon's CPU at N = 8 under ``perf``), a cost of the benchmark's own clean-up, not of
+    the daemon."""
+    parent = Path(tempfile.mkdtemp(prefix="streampick-scalebench-", dir=settings.workdir))
+    try:
+        yield replace(settings, workdir=str(parent), keep=True)
+    finally:
+        if not settings.keep:
+            shutil.rmtree(parent, ignore_errors=True)
 
 
 def markdown_report(results: list[dict], *, command: str, date: str, machine: str) -> str:
