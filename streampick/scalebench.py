@@ -153,16 +153,16 @@ def repick_report(result: dict) -> str:
 def run_benchmark(workers: list[int], settings: StreamSettings, emulated_s: float = 0.05,
                   progress=print, batch_size: int = 4) -> list[dict]:
     results = []
-    with deferred_cleanup(settings) as settings:
-        for n_workers in workers:
-            progress(f"streampick bench --scale: {n_workers} worker(s) ...")
-            results.append(run_scale(n_workers, replace(settings), emulated_s, batch_size=batch_size))
+    for n_workers in workers:
+        progress(f"streampick bench --scale: {n_workers} worker(s) ...")
+        results.append(run_scale(n_workers, replace(settings), emulated_s, batch_size=batch_size))
     return results
 
 
 @contextmanager
 def deferred_cleanup(settings: StreamSettings) -> Iterator[StreamSettings]:
-    """Settings whose runs keep their folders, in one parent folder removed at the end (unless ``keep``).
+    """Settings whose runs keep their folders, in one parent folder removed at the end (unless ``keep``): run
+    every measurement of a benchmark inside one.
 
     Deleting a run's thousands of files just before the next run starts made ext4 slow to create files in the
     next one: each new inode skips past every inode deleted in the last minute (``recently_deleted`` in the

@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("distributed", reason="Dask distributed is not installed (pip install 'streampick[dask]')")
 
 from streampick import scalebench  # noqa: E402
+from streampick.streambench import Workspace  # noqa: E402
 
 
 def test_scale_mode_picks_everything_and_reports_rate_and_overhead(tmp_path):
@@ -29,3 +30,13 @@ def test_scale_mode_picks_everything_and_reports_rate_and_overhead(tmp_path):
     assert "emulated device" in report and "| 1 |" in report
     scalebench.plot_throughput([result], tmp_path / "scale.png")
     assert (tmp_path / "scale.png").stat().st_size > 1000
+
+
+def test_deferred_cleanup_keeps_every_run_folder_until_the_benchmark_ends(tmp_path):
+    settings = dataclasses.replace(scalebench.default_settings(n=2), workdir=str(tmp_path))
+    with scalebench.deferred_cleanup(settings) as runs:
+        assert runs.keep and runs.workdir != str(tmp_path)
+        with Workspace(runs) as workspace:
+            (workspace.out / "picks.star").write_text("data_\n")
+        assert (workspace.out / "picks.star").exists()  # a run's files outlive the run
+    assert list(tmp_path.iterdir()) == []  # and all go at the end

@@ -253,19 +253,20 @@ def _scale_main(args: argparse.Namespace) -> int:
     settings = scalebench.default_settings()
     overrides = {"n": args.n, "interval": args.interval, "keep": args.keep or None}
     settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    results = scalebench.run_benchmark(args.workers, settings, args.emulated_ms / 1000,
-                                       progress=lambda m: print(m, file=sys.stderr, flush=True),
-                                       batch_size=args.task_batch)
-    report = scalebench.markdown_report(results, command=_command(), date=datetime.date.today().isoformat(),
-                                        machine=bench.machine_description())
-    if not args.no_repick:
-        n_workers = args.repick_workers
-        print(f"streampick bench --scale: live latency while re-picking, {n_workers} workers ...", file=sys.stderr,
-              flush=True)
-        repick = scalebench.run_repick_latency(n_workers, settings, backlog=args.repick_backlog,
-                                               emulated_s=args.emulated_ms / 1000, batch_size=args.task_batch)
-        results.append(repick)
-        report += "\n" + scalebench.repick_report(repick)
+    with scalebench.deferred_cleanup(settings) as settings:  # every run's files removed at the very end
+        results = scalebench.run_benchmark(args.workers, settings, args.emulated_ms / 1000,
+                                           progress=lambda m: print(m, file=sys.stderr, flush=True),
+                                           batch_size=args.task_batch)
+        report = scalebench.markdown_report(results, command=_command(), date=datetime.date.today().isoformat(),
+                                            machine=bench.machine_description())
+        if not args.no_repick:
+            n_workers = args.repick_workers
+            print(f"streampick bench --scale: live latency while re-picking, {n_workers} workers ...",
+                  file=sys.stderr, flush=True)
+            repick = scalebench.run_repick_latency(n_workers, settings, backlog=args.repick_backlog,
+                                                   emulated_s=args.emulated_ms / 1000, batch_size=args.task_batch)
+            results.append(repick)
+            report += "\n" + scalebench.repick_report(repick)
     print(report)
     if args.plot:
         scalebench.plot_throughput([r for r in results if r["mode"] == "scale"], args.plot)
