@@ -99,6 +99,7 @@ DASK_KEYS: dict[str, tuple[tuple, Any]] = {
     "workers": ((int,), 2),  # local: worker processes
     "tasks_per_worker": ((int,), 2),  # tasks in flight per worker
     "batch_size": ((int,), 4),  # micrographs per task at most, only while a backlog waits (new arrivals go alone)
+    "live_workers": ((int,), 1),  # workers that take no backlog or re-pick task (when there are more workers)
     "gpu_per_task": ((bool,), False),  # reserve the Dask resource GPU=1 per task
     "connect_timeout": ((int, float), 10.0),
     "allow_insecure_remote": ((bool,), False),  # a tcp:// scheduler outside loopback (no TLS)
@@ -125,7 +126,7 @@ CHOICES = {("watch", "observer"): ("inotify", "polling"),
            ("dask", "cluster"): ("local", "slurm"),
            ("dask", "on_scheduler_loss"): ("wait", "in-process")}
 SIGNED_KEYS = {"threshold", "floor"}  # logits: any sign
-NON_NEGATIVE_KEYS = {"min_ap_gain", "nice", "slurm_gpus_per_job", "adaptive_minimum"}  # zero allowed
+NON_NEGATIVE_KEYS = {"min_ap_gain", "nice", "slurm_gpus_per_job", "adaptive_minimum", "live_workers"}  # zero allowed
 
 
 def load_config(path: str | Path) -> dict[str, dict[str, Any]]:

@@ -343,8 +343,11 @@ class Daemon:
         device = self.config["picking"]["device"]
         emulated = float(os.environ[EMULATION_ENV]) if os.environ.get(EMULATION_ENV) else None
         per_worker = self.config["dask"]["tasks_per_worker"]
-        repick_slots = max(1, self.executor.in_flight - self.executor.in_flight // per_worker) if per_worker > 1 \
-            else self.executor.in_flight
+        # re-pick tasks: one per worker at most (the worker's other slot stays free for new arrivals), and
+        # fewer by dask.live_workers while there are more workers, so that some worker's device is free when a
+        # micrograph lands (Dask places a task on the least busy worker)
+        workers, live = max(1, self.executor.in_flight // per_worker), self.config["dask"]["live_workers"]
+        repick_slots = workers - live if workers > live else workers
         if emulated is not None:
             log.warning("BENCHMARK MODE (%s=%g): cluster tasks hold %g s instead of scoring; picks are meaningless",
                         EMULATION_ENV, emulated, emulated)
