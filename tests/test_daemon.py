@@ -8,6 +8,7 @@ import mrcfile
 import numpy as np
 import pytest
 import starfile
+import yaml
 from daemon_harness import DaemonHarness, background, land, save_tiny_model, write_sources
 
 from streampick.cli import main
@@ -77,6 +78,15 @@ def test_control_threshold_replay_pause_and_shutdown(daemon, sources):
     daemon.wait_for(lambda: "mic_2" in daemon.picked_names(), 30, "mic_2 picked after resume")
     bad = daemon.control("set-threshold", threshold="high")
     assert not bad["ok"] and "threshold" in bad["error"]
+    assert daemon.stop() == 0
+    daemon.start()  # a restart with the same config keeps the threshold the user set
+    assert daemon.control("status")["threshold"] == new_threshold
+    assert daemon.stop() == 0
+    config = yaml.safe_load(daemon.config.read_text())
+    config["picking"]["threshold"] = 0.25  # a threshold written into the config since then wins
+    daemon.config.write_text(yaml.safe_dump(config))
+    daemon.start()
+    assert daemon.control("status")["threshold"] == 0.25
     assert daemon.stop() == 0
 
 

@@ -58,6 +58,7 @@ log = logging.getLogger("streampick.daemon")
 
 
 ACTIVE_MODEL_KEY = "active_model"
+THRESHOLD_KEY = "threshold"  # the last set-threshold, and the configured threshold it replaced
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,7 @@ class Daemon:
         self.active = self._initial_model()
         for line in self._warm_workers(self.active):  # reported once the publisher runs
             self.startup_faults.append((None, "cluster", line))
-        threshold = self.config["picking"]["threshold"]
-        self.threshold = threshold if threshold is not None else (self.active.model.card.threshold or 0.0)
+        self.threshold, self.user_threshold = self._initial_threshold()
         training = self.config["training"]
         self.finetuner = FineTuner(
             training, Path(training["labels_folder"] or self.out_dir / "labels"), self.out_dir / "training",
@@ -611,6 +611,8 @@ class Daemon:
         with self.threshold_lock:
             self.threshold = float(value)
             self.user_threshold = True  # the user's choice: a swapped-in model's card threshold no longer applies
+        self.journal.set_meta(THRESHOLD_KEY, json.dumps({"value": float(value),
+                                                         "config": self.config["picking"]["threshold"]}))
         self.pending_rewrite.set()
         log.info("threshold set to %.3f; rewriting STAR files from the kept candidates", value)
         return {"threshold": float(value)}
@@ -680,6 +682,19 @@ class Daemon:
             problems = [str(err).splitlines()[0] if str(err) else type(err).__name__]
         return [f"workers cannot load model {active.version} ({problem}); its tasks will fail until they can"
                 for problem in problems]
+
+    def _initial_threshold(self) -> tuple[float, bool]:
+        """The threshold to start with, and whether the user chose it: the last ``set-threshold`` of this
+        output folder's sessions, as long as ``picking.threshold`` in the config is what it was then; else the
+        configured one; else the active model card's automatic threshold (0 without one)."""
+        configured = self.config["picking"]["threshold"]
+        stored = json.loads(self.journal.get_meta(THRESHOLD_KEY) or "null")
+        if stored and stored.get("config") == configured:
+            log.info("continuing with the threshold %.3f set with set-threshold", stored["value"])
+            return float(stored["value"]), True
+        if configured is not None:
+            return float(configured), True
+        return float(self.active.model.card.threshold or 0.0), False
 
     def _start_point(self) -> StartPoint:
         active = self.active
