@@ -34,6 +34,7 @@ class BenchConfig:
     score_stride: int = 2
     precision: str = "auto"
     threads: int | None = None
+    pixel_size: float | None = None  # the micrographs' own, when known (the simulated data's): no header guess
 
 
 def machine_description() -> str:
@@ -70,7 +71,7 @@ def run_engine(config: BenchConfig, paths: list[str], out_dir: str) -> dict:
     load_time = time.perf_counter() - start_load
     settings = PickSettings(target_pixel_size=config.target_pixel_size, dense=config.dense,
                             score_stride=config.score_stride, precision=config.precision,
-                            radius=Length.parse(config.radius))
+                            radius=Length.parse(config.radius), pixel_size=config.pixel_size)
     rows, results = [], []
     for path in paths:
         start = time.perf_counter()

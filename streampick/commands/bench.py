@@ -182,7 +182,8 @@ def _engine_main(args: argparse.Namespace) -> int:
         runs = [(stride, precision) for stride in args.strides for precision in args.precisions]
         for stride, precision in runs + ([(1, "float32")] if args.dense else []):
             config = bench.BenchConfig(model, args.target_pixel_size, f"{radius_a}A", dense=stride == 1,
-                                       score_stride=stride, precision=precision)
+                                       score_stride=stride, precision=precision,
+                                       pixel_size=None if args.data else args.pixel_size)
             out = bench.scratch_dir("streampick-bench-out-")
             run = bench.run_isolated(config, paths, str(out))
             summary = bench.summarize(run)
