@@ -190,16 +190,17 @@ def finetuned_row(config: AccuracyConfig, files: SetFiles, progress: Callable[[s
     row = score_test_half(config, files, model, config.finetune_across, label, "finetuned", estimate.value)
     row.training_seconds = seconds
     row.note = f"{steps} updates of {config.batch_size}"
-    if estimate.pu_f1_value is not None:  # the other rule training offers (--threshold-method pu-f1), for reference
-        _, _, f1, _ = row.result.at_threshold(estimate.pu_f1_value)
-        row.note += f"; the PU-F1 threshold rule would have given {estimate.pu_f1_value:.3g} (F1 {f1:.3f})"
+    # the automatic threshold is the lower of the two rules' (training's default); each rule alone, for reference
+    for rule, value in (("count", estimate.count_value), ("pu-f1", estimate.pu_f1_value)):
+        if value is not None:
+            row.note += f"; the {rule} rule alone: {value:.3g} (F1 {row.result.at_threshold(value)[2]:.3f})"
     return row
 
 
 def finetune(config: AccuracyConfig, files: SetFiles) -> tuple[Model, ThresholdEstimate, float, int]:
     """Train from ``config.finetune_start`` on a random ``label_fraction`` of the train half's reference picks.
 
-    Returns (model with its card threshold, the threshold estimate (``value`` is the card's: the count rule),
+    Returns (model with its card threshold, the threshold estimate (``value`` is the card's: the lower rule),
     wall seconds of everything, updates done).  The
     expected particle count for π and the threshold is the train half's mean reference count, as a user
     would estimate it; nothing from the test half is read.

@@ -114,16 +114,20 @@ def rules(model, train_set, test_set, expected: float, held_truth: dict) -> tupl
     out: dict[str, float | None] = {"logit 0": 0.0}
     for factor in (1.0, 0.7, 0.85, 1.15, 1.3):
         tag = "" if factor == 1.0 else f" E×{factor:g}"
-        out[f"count all{tag}"] = estimate_threshold(every, labels, expected * factor, radius, held_out=names).value
+        out[f"count all{tag}"] = estimate_threshold(every, labels, expected * factor, radius, held_out=names,
+                                                    method="count").value
     for factor in (1.0, 0.7, 1.3):
         tag = "" if factor == 1.0 else f" E×{factor:g}"
         out[f"pu-f1 held-out{tag}"] = estimate_threshold(every, labels, expected * factor, radius, held_out=names,
                                                          method="pu-f1").value
+    for factor in (1.0, 0.7, 1.3):
+        tag = "" if factor == 1.0 else f" E×{factor:g}"
+        out[f"lower{tag}"] = estimate_threshold(every, labels, expected * factor, radius, held_out=names).value
     out["pu-f1 held-out only"] = estimate_threshold(held, labels, expected, radius, method="pu-f1").value
-    out["count held-out only"] = estimate_threshold(held, labels, expected, radius).value
+    out["count held-out only"] = estimate_threshold(held, labels, expected, radius, method="count").value
     out["pu-f1 training"] = estimate_threshold(trained, labels, expected, radius, method="pu-f1").value
     out["labels-F1 held-out"] = evaluate_sets(held, {n: labels[n] for n in names}, radius).best_threshold  # biased
-    estimate = estimate_threshold(every, labels, expected, radius, held_out=names)
+    estimate = estimate_threshold(every, labels, expected, radius, held_out=names)  # the shipped rule
     truth = evaluate_sets(held, held_truth, radius).at_threshold(estimate.value)
     return out, {**estimate.to_dict(), "held_out_truth": dict(zip(("precision", "recall", "f1", "n"), truth))}
 

@@ -17,7 +17,7 @@ def picks(scores, start=0.0):
 def test_count_rule_gives_the_score_of_the_expected_count():
     # 2 micrographs, 3 expected per micrograph: the 6th highest of all scores.
     sets = {"a": picks([9, 7, 5, 3, 1]), "b": picks([8, 6, 4, 2, 0])}
-    estimate = estimate_threshold(sets, {}, 3, radius=10)
+    estimate = estimate_threshold(sets, {}, 3, radius=10, method="count")
     assert estimate.value == 4.0 and estimate.method == "count"
     assert estimate.picks_per_micrograph == 3.0 and estimate.count_micrographs == 2
     assert estimate.precision is None and estimate.note == ""  # no labels: no PU estimate
@@ -30,7 +30,7 @@ def test_count_rule_with_ties_fewer_candidates_and_none():
     assert count_threshold(scores, 1, 3) == 4.0  # 2 and 5 are equally near 3: the higher threshold
     assert count_threshold(scores, 2, 10) == 1.0  # fewer candidates than expected: keep them all
     assert count_threshold(np.zeros(0), 1, 3) is None
-    estimate = estimate_threshold({"a": picks([2, 1])}, {}, 5, radius=10)
+    estimate = estimate_threshold({"a": picks([2, 1])}, {}, 5, radius=10, method="count")
     assert estimate.value == 1.0 and "fewer than the expected" in estimate.note
     empty = estimate_threshold({"a": Picks.empty()}, {}, 5, radius=10)
     assert empty.value is None and empty.picks_per_micrograph == 0
@@ -82,11 +82,30 @@ def test_pu_estimate_matches_the_truth_on_a_synthetic_case():
         assert true.at_threshold(estimate.value)[2] >= true.best_f1 - 0.025
         assert estimate.f1 == pytest.approx(true.at_threshold(estimate.value)[2], abs=0.04)
     # Equal classes: the best F1 is where picks ≈ particles, i.e. the count rule's threshold.
-    count = estimate_threshold(sets, labels, 100, 10, held_out=held)
+    count = estimate_threshold(sets, labels, 100, 10, held_out=held, method="count")
     naive = evaluate_sets(sets, labels, 10).best_threshold  # F1 against the sparse labels: too few picks
     assert naive > count.value and true.at_threshold(naive)[2] < true.best_f1 - 0.02
     assert count.picks_per_micrograph == pytest.approx(100, abs=0.5)
     assert count.precision == pytest.approx(count.recall, abs=0.01)
+    # The default: the lower of the two thresholds, as near the best F1.
+    lower = estimate_threshold(sets, labels, 100, 10, held_out=held)
+    assert lower.method == "lower" and lower.value == min(lower.count_value, lower.pu_f1_value)
+    assert true.at_threshold(lower.value)[2] >= true.best_f1 - 0.025 and "the lower of" in lower.note
+
+
+def test_the_lower_rule_keeps_more_picks_when_the_expected_count_is_too_low():
+    from streampick.evaluate import evaluate_sets
+
+    rng = np.random.default_rng(2)
+    sets, labels, truth = synthetic(rng)
+    true = evaluate_sets(sets, truth, 10)
+    held = [f"m{i}" for i in range(10)]
+    # the user's count misses 30 % of the particles (as counts from incomplete picks do)
+    count = estimate_threshold(sets, labels, 70, 10, held_out=held, method="count")
+    lower = estimate_threshold(sets, labels, 70, 10, held_out=held)
+    assert lower.value < count.value and lower.picks_per_micrograph > count.picks_per_micrograph
+    assert true.at_threshold(lower.value)[2] > true.at_threshold(count.value)[2] + 0.02
+    assert "pu-f1's" in lower.note
 
 
 def test_without_held_out_micrographs_the_estimate_is_marked_optimistic_and_pu_f1_falls_back():
@@ -94,11 +113,12 @@ def test_without_held_out_micrographs_the_estimate_is_marked_optimistic_and_pu_f
     sets, labels, _ = synthetic(rng, n_mics=4)
     estimate = estimate_threshold(sets, labels, 100, 10)
     assert estimate.estimate_micrographs == "training (4, optimistic)" and estimate.n_labels > 0
-    fallback = estimate_threshold(sets, {}, 100, 10, method="pu-f1")
-    assert fallback.method == "count" and "count rule instead" in fallback.note
-    assert fallback.value == estimate.count_value
+    for method in ("pu-f1", "lower"):  # no labels: the count rule
+        fallback = estimate_threshold(sets, {}, 100, 10, method=method)
+        assert fallback.method == "count" and f"count rule instead of {method}" in fallback.note
+        assert fallback.value == estimate.count_value
     card = estimate.to_dict()
-    assert card["method"] == "count" and card["value"] == pytest.approx(estimate.value)
+    assert card["method"] == "lower" and card["value"] == pytest.approx(estimate.value)
     assert set(card) >= {"estimated_precision", "estimated_recall", "estimated_f1", "count_micrographs",
                          "estimate_micrographs", "expected_particles", "picks_per_micrograph"}
 

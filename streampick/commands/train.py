@@ -14,9 +14,9 @@ files, unknown micrographs and coordinates outside the image are reported and sk
 Held-out micrographs (--test-fraction, --test-micrographs, or --k-fold K) are picked after each epoch and
 the particle-level AP against their labels (or --test-reference) is reported; the best epoch's weights are
 written with a model card (working pixel size, particle diameter, data, AP per epoch, objective, π, command)
-and a default score threshold for `streampick pick` and the daemon: by default the score at which the kept
-model's picks number --expected-particles per micrograph on all micrographs given (--threshold-method;
-docs/training.md, "Automatic threshold").
+and a default score threshold for `streampick pick` and the daemon: by default the lower of the score at
+which the kept model's picks number --expected-particles per micrograph on all micrographs given and the
+maximum of a PU-corrected F1 (--threshold-method; docs/training.md, "Automatic threshold").
 With --k-fold, one model per fold gives the AP mean ± sd, and the model written is refit on all
 micrographs for the folds' median best epoch count.
 
@@ -99,11 +99,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                        help="share of labelled micrographs held out (0.2; 0: none, keep the last epoch)")
     split.add_argument("--test-micrographs", nargs="+", metavar="NAME", help="hold out these micrographs")
     split.add_argument("--k-fold", type=positive_int, metavar="K", help="K-fold cross-validation, then refit")
-    parser.add_argument("--threshold-method", choices=["count", "pu-f1"], default="count",
+    parser.add_argument("--threshold-method", choices=["lower", "count", "pu-f1"], default="lower",
                         help="how the card's default threshold is chosen from the kept model's picks (docs/"
-                             "training.md, Automatic threshold): count (default): the score at which the picks "
-                             "number --expected-particles per micrograph over all micrographs given; pu-f1: the "
-                             "maximum of a PU-corrected F1 (recall on the held-out labels)")
+                             "training.md, Automatic threshold): count: the score at which the picks number "
+                             "--expected-particles per micrograph over all micrographs given; pu-f1: the maximum "
+                             "of a PU-corrected F1 (recall on the held-out labels); lower (default): the lower "
+                             "of the two, i.e. the more picks")
     parser.add_argument("--test-reference", nargs="+", type=Path, metavar="FILE",
                         help="evaluate held-out micrographs against these picks instead of their labels")
     run = parser.add_argument_group("running")

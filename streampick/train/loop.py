@@ -178,10 +178,11 @@ def pick_prepared(model: Model, micrographs: Sequence[LabelledMicrograph], parti
 
 def automatic_threshold(model: Model, train_set: Sequence[LabelledMicrograph],
                         test_set: Sequence[LabelledMicrograph], *, expected_particles: float,
-                        particle_diameter: float, method: str = "count") -> ThresholdEstimate:
-    """The model card's default threshold (:mod:`~streampick.train.threshold`): the count rule over every
-    micrograph (training and held-out), the PU-corrected precision/recall/F1 estimated on the held-out ones
-    (on the training ones, optimistic, when none is held out).
+                        particle_diameter: float, method: str = "lower") -> ThresholdEstimate:
+    """The model card's default threshold (:mod:`~streampick.train.threshold`; by default the lower of the count
+    rule's, over every micrograph, training and held-out, and the PU-corrected F1's), with the PU-corrected
+    precision/recall/F1 estimated on the held-out micrographs (on the training ones, optimistic, when none is
+    held out).
 
     Raises:
         ValueError: no micrographs at all, or an unknown method.
