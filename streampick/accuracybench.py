@@ -37,7 +37,7 @@ from .io.micrograph import read_micrograph
 from .nets.checkpoint import Model, load_model, prepare_for_inference, resolve_model_path
 from .pick import Length, PickSettings, pick_micrographs, prepare, score_and_extract
 from .picks import Picks
-from .realsets import SETS, RealSet, SetFiles, find_set, load_set, published_picks, sample_picks
+from .realsets import SETS, RealSet, SetFiles, find_set, load_set, published_picks, sample_picks, split_halves
 from .train.data import LabelledMicrograph
 from .train.loop import TrainOptions, automatic_threshold, train
 from .train.threshold import ThresholdEstimate
@@ -130,6 +130,30 @@ def run_benchmark(config: AccuracyConfig, progress: Callable[[str], None] = log.
                                                      realset.diameter_px / 2).ap
         results.append(SetResult(files, rows))
     return results
+
+
+def validate_threshold_rules(config: AccuracyConfig, progress: Callable[[str], None] = log.info,
+                             realsets: Sequence[RealSet] | None = None) -> dict[str, dict]:
+    """The automatic-threshold rules compared on the train halves alone (the test halves are never read):
+    within each set's train half, sorted by name, the first half is fine-tuned on as for row (c) (a random
+    ``label_fraction`` of its reference picks), and the second half is picked and scored against its whole
+    reference.  F1 at each rule's threshold (count, pu-f1 and their lower, the default) beside the best F1
+    any threshold reaches there: how the default rule was chosen (:mod:`streampick.train.threshold`)."""
+    out = {}
+    for realset in realsets if realsets is not None else [find_set(key) for key in config.sets]:
+        files = load_set(config.root, realset, report=progress)
+        first, second = split_halves(files.train)
+        within = dataclasses.replace(files, train=first, test=second)
+        model, estimate, _, _ = finetune(config, within)
+        result = score_test_half(config, within, model, config.finetune_across, "validation", "finetuned",
+                                 estimate.value).result
+        rules = {"count": estimate.count_value, "pu-f1": estimate.pu_f1_value, "lower": estimate.value}
+        row = {"fine-tuned on": len(first), "scored on": len(second), "best F1": result.best_f1,
+               **{f"F1 {rule}": None if v is None else result.at_threshold(v)[2] for rule, v in rules.items()}}
+        out[realset.key] = row
+        progress(f"{realset.title}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
+                                                  for k, v in row.items()))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- rows

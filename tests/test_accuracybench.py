@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from streampick.accuracybench import AccuracyConfig, default_row, leave_one_out_path, run_benchmark
+from streampick.accuracybench import (
+    AccuracyConfig,
+    default_row,
+    leave_one_out_path,
+    run_benchmark,
+    validate_threshold_rules,
+)
 from streampick.accuracyreport import write_outputs
 from streampick.nets import load_model, save_model
 from streampick.realsets import RealSet, load_set
@@ -67,6 +73,17 @@ def test_accuracy_benchmark_runs_every_row_and_writes_the_report(tmp_path):
         assert max(overlay.size) == 1024 and overlay.mode == "RGB"
     saved = json.loads((out / "accuracy" / "results.json").read_text())
     assert [r["kind"] for r in saved["sets"]["tiny"]] == ["pretrained", "default", "finetuned"]
+
+
+def test_threshold_validation_stays_inside_the_train_half(tmp_path):
+    realset = _tiny_set(tmp_path, n=8)
+    config = AccuracyConfig(root=tmp_path, sets=("tiny",), steps=5, batch_size=32, time_limit=60.0)
+    messages: list[str] = []
+    rows = validate_threshold_rules(config, messages.append, realsets=[realset])
+    row = rows["tiny"]
+    assert (row["fine-tuned on"], row["scored on"]) == (2, 2)  # the train half m0-m3, split again by name
+    assert 0.0 <= row["F1 count"] <= row["best F1"] and row["F1 lower"] in (row["F1 count"], row["F1 pu-f1"])
+    assert len(messages) == 1 and "F1 lower" in messages[0]
 
 
 def test_a_default_model_trained_on_a_set_is_replaced_by_its_leave_one_out_twin(tmp_path):

@@ -124,6 +124,9 @@ def _add_accuracy_args(parser: argparse.ArgumentParser) -> None:
     accuracy.add_argument("--report-dir", type=Path, default=Path("docs"),
                           help="where --accuracy writes accuracy.md and accuracy/ (default docs)")
     accuracy.add_argument("--sets", nargs="+", metavar="KEY", help="only these sets (10017 10146 10028)")
+    accuracy.add_argument("--threshold-validation", action="store_true",
+                          help="--accuracy: instead of the report, compare the automatic-threshold rules within "
+                               "the train halves only (how the default rule was chosen)")
     accuracy.add_argument("--time-limit", type=positive_float,
                           help="--accuracy: seconds for everything fine-tuning does (default 100)")
 
@@ -239,6 +242,14 @@ def _accuracy_main(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    if args.threshold_validation:
+        rows = accuracybench.validate_threshold_rules(config, progress)
+        columns = list(next(iter(rows.values())))
+        print("| set | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns))
+        for key, row in rows.items():
+            print(f"| {key} | " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values())
+                  + " |")
+        return 0
     results = accuracybench.run_benchmark(config, progress)
     text = accuracyreport.write_outputs(results, config, args.report_dir, command=_command(),
                                         date=datetime.date.today().isoformat(),
