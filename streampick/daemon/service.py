@@ -59,6 +59,7 @@ log = logging.getLogger("streampick.daemon")
 
 ACTIVE_MODEL_KEY = "active_model"
 THRESHOLD_KEY = "threshold"  # the last set-threshold, and the configured threshold it replaced
+WARM_TIMEOUT_S = 120.0  # at most this long for the cluster's workers to load a model before picking goes on
 
 
 @dataclass(frozen=True)
@@ -672,16 +673,28 @@ class Daemon:
         return ActiveModel(model, configured, model_version(model))
 
     def _warm_workers(self, active: ActiveModel) -> list[str]:
-        """Have the cluster's workers load ``active`` before any micrograph needs it; one line per problem."""
+        """Have the cluster's workers load ``active`` before any micrograph needs it, waiting at most
+        :data:`WARM_TIMEOUT_S` (a worker stuck loading must not hold up the daemon: tasks load the model
+        themselves); one line per problem."""
         if self.executor is None:
             return []
-        try:
-            problems = self.executor.warm(ModelRef(_shared_spec(active.spec), active.version),
-                                          self.config["picking"]["device"])
-        except Exception as err:  # e.g. the scheduler is gone: tasks load the model when they run
-            problems = [str(err).splitlines()[0] if str(err) else type(err).__name__]
+        problems: list[str] = []
+
+        def warm() -> None:
+            try:
+                problems.extend(self.executor.warm(ModelRef(_shared_spec(active.spec), active.version),
+                                                   self.config["picking"]["device"]))
+            except Exception as err:  # e.g. the scheduler is gone: tasks load the model when they run
+                problems.append(str(err).splitlines()[0] if str(err) else type(err).__name__)
+
+        thread = threading.Thread(target=warm, name="warm-workers", daemon=True)
+        thread.start()
+        thread.join(WARM_TIMEOUT_S)
+        if thread.is_alive():
+            return [f"workers still loading model {active.version} after {WARM_TIMEOUT_S:g} s; picking goes on "
+                    "(each task loads the model where it runs)"]
         return [f"workers cannot load model {active.version} ({problem}); its tasks will fail until they can"
-                for problem in problems]
+                for problem in list(problems)]
 
     def _initial_threshold(self) -> tuple[float, bool]:
         """The threshold to start with, and whether the user chose it: the last ``set-threshold`` of this
