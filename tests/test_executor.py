@@ -72,6 +72,29 @@ def test_a_micrograph_that_cannot_be_read_fails_alone_on_the_cluster(session, tm
     assert set(read_coordinates(out / "candidates.txt")) == {"sim_0000"}
 
 
+def test_bad_files_in_one_task_fail_alone_and_the_rest_of_the_task_is_picked(session, tmp_path):
+    good = _mics(session)[0]
+    corrupt = tmp_path / "corrupt.mrc"
+    corrupt.write_bytes(b"not an MRC file at all" * 10)
+    truncated = tmp_path / "truncated.mrc"
+    truncated.write_bytes(Path(good).read_bytes()[:500_000])
+    empty = tmp_path / "empty.mrc"
+    empty.write_bytes(b"")
+    paths = [good, str(corrupt), str(truncated), str(empty), good]
+    settings = PickSettings(target_pixel_size=8.0, radius=Length(70.0))
+    ref = ModelRef("streampick-sim-resnet8-u32", "v-batch")
+    executor = executor_from_config(_dask_config(cluster="local", workers=1, tasks_per_worker=1))
+    try:
+        outcomes = executor.submit([PickTask(path, ref, settings, "cpu") for path in paths]).result(timeout=120)
+    finally:
+        executor.close()
+    assert [isinstance(o, PickFailure) for o in outcomes] == [False, True, True, True, False]
+    assert len(outcomes[0].picks) == len(outcomes[4].picks) > 0
+    for outcome, path in zip(outcomes[1:4], paths[1:4]):
+        message = str(outcome.error)
+        assert path in message and "\n" not in message  # one line naming the file
+
+
 def test_a_worker_keeps_the_newest_model_versions(session):
     settings = PickSettings(target_pixel_size=8.0, radius=Length(70.0))
     path = _mics(session)[0]
