@@ -19,6 +19,14 @@ def no_leaked_threads():
     assert not leaked, f"threads left running: {leaked}"
 
 
+@pytest.fixture(scope="session")
+def model_path(tmp_path_factory) -> Path:
+    """The daemon tests' tiny random model (daemon_harness.save_tiny_model), saved once per run."""
+    from daemon_harness import save_tiny_model
+
+    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt")
+
+
 @pytest.fixture
 def topaz_model_path():
     """Path of Topaz's pretrained resnet16_u64 when topaz-em is installed (.ci/run installs it)."""

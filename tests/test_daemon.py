@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 import starfile
 import yaml
-from daemon_harness import DaemonHarness, background, land, save_tiny_model, write_sources
+from daemon_harness import DaemonHarness, background, land, write_sources
 
 from streampick.cli import main
 from streampick.daemon.journal import Journal
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from daemon_harness import DaemonHarness, land, save_tiny_model, write_sources
+from daemon_harness import DaemonHarness, land, write_sources
 
 from streampick.cli import main
 from streampick.daemon.security import free_loopback_port
@@ -19,11 +19,6 @@ from streampick.executor import EMULATION_ENV
 from streampick.io.coords import read_coordinates
 
 pytest.importorskip("distributed", reason="Dask distributed is not installed (pip install 'streampick[dask]')")
-
-
-@pytest.fixture(scope="module")
-def model_path(tmp_path_factory) -> Path:
-    return save_tiny_model(tmp_path_factory.mktemp("model") / "tiny.pt")
 
 
 @pytest.fixture(scope="module")
