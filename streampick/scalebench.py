@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
+from .config import DASK_KEYS
 from .executor import EMULATION_ENV
 from .streambench import (
     Lander,
@@ -39,6 +40,7 @@ from .streambench import (
 
 TARGET_RATIO = {1: 0.8, 2: 0.8, 4: 0.8, 8: 0.7}  # issue 8: ≥ 0.8 × N × rate up to 4, ≥ 0.7 × at 8
 OVERHEAD_TARGET_S = 0.005  # median at N = 8
+BATCH_SIZE = DASK_KEYS["batch_size"][1]  # the daemon's default dask.batch_size
 
 
 def default_settings(n: int = 400, interval: float = 0.004) -> StreamSettings:
@@ -49,7 +51,7 @@ def default_settings(n: int = 400, interval: float = 0.004) -> StreamSettings:
 
 @contextmanager
 def cluster_session(settings: StreamSettings, workers: int, emulated_s: float, tasks_per_worker: int = 2,
-                    batch_size: int = 4) -> Iterator[Session]:
+                    batch_size: int = BATCH_SIZE) -> Iterator[Session]:
     """A streaming :class:`~streampick.streambench.Session` whose daemon picks on a LocalCluster of ``workers``
     processes with the emulated device (the environment switch is set only for the session's lifetime)."""
     os.environ[EMULATION_ENV] = f"{emulated_s:g}"
@@ -64,7 +66,7 @@ def cluster_session(settings: StreamSettings, workers: int, emulated_s: float, t
 
 
 def run_scale(workers: int, settings: StreamSettings, emulated_s: float = 0.05, tasks_per_worker: int = 2,
-              batch_size: int = 4) -> dict:
+              batch_size: int = BATCH_SIZE) -> dict:
     """One run of the daemon on a LocalCluster of ``workers`` processes (see the module docstring)."""
     with cluster_session(settings, workers, emulated_s, tasks_per_worker, batch_size) as session:
         watched = session.workspace.watched
@@ -94,7 +96,7 @@ def run_scale(workers: int, settings: StreamSettings, emulated_s: float = 0.05, 
 
 
 def run_repick_latency(workers: int, settings: StreamSettings, *, backlog: int = 2000, live: int = 20,
-                       interval: float = 0.5, emulated_s: float = 0.05, batch_size: int = 4) -> dict:
+                       interval: float = 0.5, emulated_s: float = 0.05, batch_size: int = BATCH_SIZE) -> dict:
     """Live latency on a pool of ``workers`` while it re-picks ``backlog`` micrographs, against the same pool
     idle: ``backlog`` micrographs land and are picked; then ``live`` micrographs land one every ``interval``
     seconds (idle); then ``reprocess all`` queues every picked micrograph again and another ``live`` land
@@ -151,7 +153,7 @@ def repick_report(result: dict) -> str:
 
 
 def run_benchmark(workers: list[int], settings: StreamSettings, emulated_s: float = 0.05,
-                  progress=print, batch_size: int = 4) -> list[dict]:
+                  progress=print, batch_size: int = BATCH_SIZE) -> list[dict]:
     results = []
     for n_workers in workers:
         progress(f"streampick bench --scale: {n_workers} worker(s) ...")

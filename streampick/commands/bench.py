@@ -40,6 +40,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..config import DASK_KEYS
 from ._types import positive_float, positive_int
 
 
@@ -140,8 +141,9 @@ def _add_scale_args(parser: argparse.ArgumentParser) -> None:
                        help="--scale: worker counts N (default 1 2 4 8)")
     scale.add_argument("--emulated-ms", type=positive_float, default=50.0,
                        help="--scale: emulated device time per micrograph (default 50 ms)")
-    scale.add_argument("--task-batch", type=positive_int, default=4,
-                       help="--scale: dask.batch_size, micrographs per task while a backlog waits (default 4)")
+    scale.add_argument("--task-batch", type=positive_int, default=DASK_KEYS["batch_size"][1],
+                       help="--scale: dask.batch_size, micrographs per task while a backlog waits (default: the "
+                            "daemon's, %(default)s)")
     scale.add_argument("--plot", type=Path, help="--scale: also write throughput against N as a PNG")
     scale.add_argument("--repick-backlog", type=positive_int, default=2000,
                        help="--scale: micrographs re-picked while live latency is measured (default 2000)")
