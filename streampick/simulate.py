@@ -8,7 +8,9 @@ The physics model, in order:
 1. **Particle.**  One asymmetric 3-D density per dataset: a few hundred isotropic 3-D Gaussian blobs grouped
    in 3-5 ellipsoidal "domains" of unequal size inside a sphere of the given diameter, re-centred on its
    centre of mass and scaled to the volume of a protein filling 30 % of that sphere (a 150 Å particle is
-   then 5.3·10⁵ Å³, ~430 kDa at 1.23 Å³/Da: a β-galactosidase-like size, not a solid ball).
+   then 5.3·10⁵ Å³, ~430 kDa at 1.23 Å³/Da: a β-galactosidase-like size, not a solid ball).  Or, with
+   ``particle_shape="shell"``, a hollow shell (cavity 2/3 of the diameter, uneven subunit patches, the same
+   protein volume): projections are rings with a light centre, like apoferritin.
 2. **Projection.**  Each particle gets a uniform random 3-D rotation (random unit quaternion).  Rotating the
    blob centres and dropping z projects the density analytically: the projection of a 3-D Gaussian is the
    2-D Gaussian with the same width.  All blob centres of all particles are splatted (bilinear, its mean
@@ -162,6 +164,47 @@ def make_particle_model(rng: np.random.Generator, diameter_a: float = 150.0, n_b
         centres -= np.average(centres, axis=0, weights=volumes)
     volumes *= _PROTEIN_FILL * (4 / 3) * np.pi * radius**3 / volumes.sum()
     return ParticleModel(centres, volumes, float(sigma), float(diameter_a))
+
+
+def make_shell_model(rng: np.random.Generator, diameter_a: float = 150.0, inner_fraction: float = 0.67,
+                     n_blobs: int = 300) -> ParticleModel:
+    """Draw a hollow protein shell, like apoferritin (outer 120 Å, cavity 80 Å) or a virus-like capsid.
+
+    Blobs fill the spherical shell between ``inner_fraction`` of the radius and the radius with slightly
+    uneven density (a few denser patches, as subunits make), so projections are rings with a light centre:
+    a picker trained on compact particles tends to pick their rims.
+
+    Args:
+        rng: random generator (draw one model per dataset).
+        diameter_a: outer diameter, Å.
+        inner_fraction: cavity radius over outer radius, within [0, 0.9].
+        n_blobs: number of Gaussian blobs.
+
+    Returns:
+        The :class:`ParticleModel` (same protein volume rule as :func:`make_particle_model`).
+
+    Raises:
+        ValueError: ``inner_fraction`` outside [0, 0.9].
+    """
+    if not 0 <= inner_fraction <= 0.9:
+        raise ValueError(f"inner_fraction must be within [0, 0.9], got {inner_fraction}")
+    radius = diameter_a / 2
+    sigma = 0.045 * diameter_a
+    inner, outer = inner_fraction * radius + sigma, radius - 1.5 * sigma
+    direction = rng.standard_normal((n_blobs, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    # uniform in the shell's volume: r³ uniform between inner³ and outer³
+    r = (inner**3 + rng.uniform(0, 1, (n_blobs, 1)) * (outer**3 - inner**3)) ** (1 / 3)
+    centres = direction * r
+    patches = rng.standard_normal((int(rng.integers(6, 25)), 3))
+    patches /= np.linalg.norm(patches, axis=1, keepdims=True)
+    volumes = rng.gamma(4.0, 0.25, n_blobs) * (1 + 0.5 * (direction @ patches.T).max(axis=1))
+    centres -= np.average(centres, axis=0, weights=volumes)
+    volumes *= _PROTEIN_FILL * (4 / 3) * np.pi * radius**3 / volumes.sum()
+    return ParticleModel(centres, volumes, float(sigma), float(diameter_a))
+
+
+PARTICLE_SHAPES = {"blobs": make_particle_model, "shell": make_shell_model}
 
 
 def _in_ball(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -688,8 +731,8 @@ _DATASET_KEYS = ("shape", "pixel_size", "particle_diameter_a", "model")
 
 def simulate_dataset(out_dir: str | Path, n: int, seed: int = 0, *, shape: tuple[int, int] = (4096, 4096),
                      pixel_size: float = 1.0, particle_diameter_a: float = 150.0, label_fraction: float = 0.3,
-                     label_jitter_px: float | None = None, options: Mapping[str, Any] | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                     label_jitter_px: float | None = None, particle_shape: str = "blobs",
+                     options: Mapping[str, Any] | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Write a synthetic dataset: micrographs, ground truth, sparse labels and the parameters.
 
     Layout of ``out_dir``: ``micrographs/sim_0000.mrc`` … (float32, voxel size set), ``truth/sim_0000.star``
@@ -705,6 +748,8 @@ def simulate_dataset(out_dir: str | Path, n: int, seed: int = 0, *, shape: tuple
         shape, pixel_size, particle_diameter_a: as for :func:`render_micrograph`.
         label_fraction: fraction of the true particles written to ``labels.txt``.
         label_jitter_px: largest label offset in pixels; None means 5 % of the particle diameter.
+        particle_shape: a key of :data:`PARTICLE_SHAPES`: ``blobs`` (compact, asymmetric domains) or
+            ``shell`` (hollow, like apoferritin).
         options: other keywords of :func:`render_micrograph` (dose, defocus_um, ...).
         progress: called as ``progress(done, n)`` after each micrograph.
 
@@ -713,7 +758,7 @@ def simulate_dataset(out_dir: str | Path, n: int, seed: int = 0, *, shape: tuple
 
     Raises:
         TypeError: an unknown key in ``options``.
-        ValueError: ``n`` < 0 or ``label_fraction`` outside [0, 1].
+        ValueError: ``n`` < 0, ``label_fraction`` outside [0, 1] or an unknown ``particle_shape``.
     """
     from .io.atomic import atomic_write_text
     from .io.coords import write_combined_star, write_star, write_table
@@ -721,11 +766,13 @@ def simulate_dataset(out_dir: str | Path, n: int, seed: int = 0, *, shape: tuple
     parameters = _micrograph_parameters(shape, pixel_size, particle_diameter_a, options)
     if n < 0 or not 0 <= label_fraction <= 1:
         raise ValueError("n must be >= 0 and label_fraction within [0, 1]")
+    if particle_shape not in PARTICLE_SHAPES:
+        raise ValueError(f"unknown particle shape {particle_shape!r} (known: {', '.join(PARTICLE_SHAPES)})")
     jitter = 0.05 * particle_diameter_a / pixel_size if label_jitter_px is None else float(label_jitter_px)
     out = Path(out_dir)
     (out / "micrographs").mkdir(parents=True, exist_ok=True)
     model_seq, label_seq, *mic_seqs = np.random.SeedSequence(seed).spawn(n + 2)
-    model = make_particle_model(np.random.default_rng(model_seq), particle_diameter_a)
+    model = PARTICLE_SHAPES[particle_shape](np.random.default_rng(model_seq), particle_diameter_a)
     truths, infos = [], []
     for i, mic_seq in enumerate(mic_seqs):
         name = f"sim_{i:04d}"
@@ -743,7 +790,7 @@ def simulate_dataset(out_dir: str | Path, n: int, seed: int = 0, *, shape: tuple
     meta = {"streampick_version": __version__, "seed": seed, "n": n, "label_fraction": label_fraction,
             "label_jitter_px": jitter, "n_truth": int(sum(len(t) for _, t in truths)),
             "n_labels": int(sum(len(p) for _, p in labels)), "micrograph_parameters": parameters,
-            "particle_model": _model_summary(model), "micrographs": infos}
+            "particle_model": {"shape": particle_shape, **_model_summary(model)}, "micrographs": infos}
     atomic_write_text(out / "simulation.json", json.dumps(meta, indent=1, default=_json_default) + "\n")
     return meta
 

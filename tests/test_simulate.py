@@ -12,6 +12,7 @@ import pytest
 from streampick.simulate import (
     interaction_constant,
     make_particle_model,
+    make_shell_model,
     render_micrograph,
     simulate_dataset,
     simulate_micrograph,
@@ -226,6 +227,45 @@ def test_particle_model_is_centred_and_inside_its_sphere():
     assert np.linalg.norm(model.centres, axis=1).max() < 75.0 + 1e-6
 
 
+def test_shell_model_is_hollow_centred_and_as_heavy_as_a_compact_particle():
+    shell = make_shell_model(np.random.default_rng(0), 120.0, n_blobs=400)
+    radii = np.linalg.norm(shell.centres, axis=1)
+    assert radii.max() < 60.0 + 1e-6
+    assert np.quantile(radii, 0.01) > 0.6 * 60.0  # the cavity is empty (re-centring moves blobs ~1 Å)
+    np.testing.assert_allclose(np.average(shell.centres, axis=0, weights=shell.volumes), 0, atol=1e-6)
+    compact = make_particle_model(np.random.default_rng(0), 120.0)
+    assert shell.volumes.sum() == pytest.approx(compact.volumes.sum())
+    with pytest.raises(ValueError, match="inner_fraction"):
+        make_shell_model(np.random.default_rng(0), 120.0, inner_fraction=0.95)
+
+
+def test_a_shell_projects_to_a_ring_with_a_light_centre():
+    """Noise-free, in focus-free projection (no CTF): the centre holds less protein than the rim."""
+    from streampick.simulate import _particle_points, _splat
+
+    yy, xx = np.mgrid[:128, :128]
+    r = np.hypot(xx - 64, yy - 64)
+
+    def centre_and_rim(model) -> tuple[float, float]:
+        xy, volumes = _particle_points(np.random.default_rng(2), model, np.array([[64.0, 64.0]]), 1.0)
+        thickness = _splat((128, 128), xy, volumes, 1.0)
+        return thickness[r < 15].mean(), thickness[(r > 45) & (r < 58)].mean()
+
+    centre, rim = centre_and_rim(make_shell_model(np.random.default_rng(1), 120.0))
+    assert rim > 1.25 * centre > 0
+    centre, rim = centre_and_rim(make_particle_model(np.random.default_rng(1), 120.0))
+    assert centre > 1.25 * rim
+
+
+def test_dataset_particle_shape_is_checked_and_recorded(tmp_path):
+    with pytest.raises(ValueError, match="unknown particle shape 'cube'"):
+        simulate_dataset(tmp_path / "x", 1, shape=(128, 128), pixel_size=4.0, particle_shape="cube")
+    meta = simulate_dataset(tmp_path / "shells", 1, seed=3, shape=(256, 256), pixel_size=4.0,
+                            particle_diameter_a=120.0, particle_shape="shell")
+    assert meta["particle_model"]["shape"] == "shell"
+    assert json.loads((tmp_path / "shells" / "simulation.json").read_text())["particle_model"]["shape"] == "shell"
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("sim") / "data"
@@ -319,6 +359,21 @@ def test_cli_simulate_then_evaluate(tmp_path, capsys):
     assert main(["evaluate", "--predicted", str(out / "labels.txt"), "--reference", str(out / "truth.star"),
                  "--radius", "5", "--method", "hungarian"]) == 0
     assert "no scores" in capsys.readouterr().out
+
+
+def test_cli_simulate_shells_at_a_chosen_coverage(tmp_path, capsys, caplog):
+    from streampick.cli import main
+
+    out = tmp_path / "dense"
+    assert main(["simulate", str(out), "--n", "1", "--size", "512", "--pixel-size", "2", "--diameter", "100",
+                 "--particle-shape", "shell", "--coverage", "0.5", "0.5", "--seed", "4"]) == 0
+    meta = json.loads((out / "simulation.json").read_text())
+    assert meta["particle_model"]["shape"] == "shell"
+    assert meta["micrograph_parameters"]["coverage"] == [0.5, 0.5]
+    assert meta["micrographs"][0]["coverage"] > 0.3
+    assert main(["simulate", str(tmp_path / "bad"), "--n", "1", "--coverage", "0.6", "0.2"]) != 0
+    assert "--coverage needs 0 <= LOW <= HIGH <= 0.9, got 0.6 0.2" in caplog.text
+    assert not (tmp_path / "bad").exists()
 
 
 def test_command_modules_do_not_import_torch():

@@ -33,6 +33,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                         help="particle diameter in Å (default 150)")
     parser.add_argument("--label-fraction", type=float, default=0.3,
                         help="fraction of true particles written to labels.txt (default 0.3)")
+    parser.add_argument("--particle-shape", choices=("blobs", "shell"), default="blobs",
+                        help="blobs: compact asymmetric domains (default); shell: hollow, like apoferritin")
+    parser.add_argument("--coverage", type=float, nargs=2, metavar=("LOW", "HIGH"), default=(0.05, 0.55),
+                        help="range of the fraction of free ice covered by particles, drawn per micrograph "
+                             "(default 0.05 0.55)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -46,12 +51,16 @@ def main(args: argparse.Namespace) -> int:
         raise StreampickError(f"simulate: --size {args.size} is too small (at least 64 pixels)")
     if not 0 <= args.label_fraction <= 1:
         raise StreampickError(f"simulate: --label-fraction must be within [0, 1], got {args.label_fraction}")
+    low, high = args.coverage
+    if not 0 <= low <= high <= 0.9:
+        raise StreampickError(f"simulate: --coverage needs 0 <= LOW <= HIGH <= 0.9, got {low:g} {high:g}")
     console = Console()
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("simulating", total=args.n)
         meta = simulate_dataset(args.out, args.n, seed=args.seed, shape=(args.size, args.size),
                                 pixel_size=args.pixel_size, particle_diameter_a=args.diameter,
-                                label_fraction=args.label_fraction,
+                                label_fraction=args.label_fraction, particle_shape=args.particle_shape,
+                                options={"coverage": (low, high)},
                                 progress=lambda done, total: progress.update(task, completed=done))
     console.print(f"wrote {meta['n']} micrographs, {meta['n_truth']} true particles and {meta['n_labels']} "
                   f"labels to {args.out}")
