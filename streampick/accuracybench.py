@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .config import DEFAULT_MODEL
-from .evaluate import EvalResult, evaluate_sets
+from .evaluate import EvalResult, evaluate_sets, match_greedy
 from .io.micrograph import read_micrograph
 from .nets.checkpoint import Model, load_model, prepare_for_inference, resolve_model_path
 from .pick import Length, PickSettings, pick_micrographs, prepare, score_and_extract
@@ -100,12 +100,31 @@ class Row:
                 "raw_reference_ap": self.raw_reference_ap, "note": self.note}
 
 
+@dataclass(frozen=True)
+class Completeness:
+    """Does the reference miss particles?  Image darkness where row (c)'s best picks are.
+
+    The test micrographs at row (c)'s working scale, normalized, averaged over a disk of 0.4 particle
+    diameters, in σ of the micrograph (particles are dark in every set here).  "Top picks": each
+    micrograph's (reference count) best picks.  If the unmatched ones are as dark as the matched ones and
+    far from the background, they sit on particles that the reference lacks, and the measured precision of
+    even a perfect picker is capped near ``1 - n_unmatched / n_top``.
+    """
+
+    matched: float  # median darkness at top picks that match a reference particle
+    unmatched: float  # ... at top picks that match none
+    background: float  # ... at random points ≥ one diameter from every reference particle and top pick
+    n_top: int
+    n_unmatched: int
+
+
 @dataclass
 class SetResult:
     """A set's rows, files and what the report needs to draw."""
 
     files: SetFiles
     rows: list[Row]
+    completeness: Completeness | None = None
 
 
 def run_benchmark(config: AccuracyConfig, progress: Callable[[str], None] = log.info,
@@ -128,7 +147,9 @@ def run_benchmark(config: AccuracyConfig, progress: Callable[[str], None] = log.
             for row in rows:
                 row.raw_reference_ap = evaluate_sets(row.picks, _on(files.raw_reference, files.names("test")),
                                                      realset.diameter_px / 2).ap
-        results.append(SetResult(files, rows))
+        finetuned = next(row for row in rows if row.kind == "finetuned")
+        results.append(SetResult(files, rows, reference_completeness(files, finetuned.picks,
+                                                                     config.finetune_across, config.seed)))
     return results
 
 
@@ -308,6 +329,48 @@ def top_recall(picks: Mapping[str, Picks], reference: Mapping[str, Picks], radiu
         kept[name] = mine
     result = evaluate_sets(kept, dict(reference), radius)
     return result.n_tp / result.n_ref
+
+
+def reference_completeness(files: SetFiles, picks: Mapping[str, Picks], across: float, seed: int = 0
+                           ) -> Completeness:
+    """The :class:`Completeness` check of ``picks`` on the test half (the image read at ``across``)."""
+    diameter = files.realset.diameter_px
+    factor = diameter / across
+    disk_radius = 0.4 * across
+    offsets = np.arange(-int(disk_radius), int(disk_radius) + 1)
+    dy, dx = np.meshgrid(offsets, offsets, indexing="ij")
+    disk = (dx**2 + dy**2 <= disk_radius**2).astype(np.float32)
+    kernel = torch.from_numpy(disk / disk.sum())[None, None]
+    rng = np.random.default_rng(seed)
+    values: dict[str, list[np.ndarray]] = {"matched": [], "unmatched": [], "background": []}
+    for path, name in zip(files.test, files.names("test")):
+        image = prepare(read_micrograph(path, NOMINAL_PIXEL_SIZE), factor, torch.device("cpu")).image
+        smooth = torch.nn.functional.conv2d(image[None, None].float(), kernel, padding="same")[0, 0].numpy()
+        reference = files.reference.get(name, Picks.empty())
+        mine = picks.get(name, Picks.empty())
+        mine = Picks(mine.x[:len(reference)], mine.y[:len(reference)], mine.score[:len(reference)])
+        matched = match_greedy(mine, np.stack([reference.x, reference.y], axis=1), diameter / 2)
+        h, w = smooth.shape
+
+        def at(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            cols = np.clip(np.rint(np.asarray(x) / factor).astype(int), 0, w - 1)
+            rows = np.clip(np.rint(np.asarray(y) / factor).astype(int), 0, h - 1)
+            return smooth[rows, cols]
+
+        values["matched"].append(at(mine.x[matched], mine.y[matched]))
+        values["unmatched"].append(at(mine.x[~matched], mine.y[~matched]))
+        taken = np.concatenate([np.stack([reference.x, reference.y], 1), np.stack([mine.x, mine.y], 1)])
+        probe = rng.uniform([diameter / 2] * 2, [w * factor - diameter / 2, h * factor - diameter / 2], (400, 2))
+        if len(taken):
+            far = np.min(np.hypot(probe[:, None, 0] - taken[None, :, 0], probe[:, None, 1] - taken[None, :, 1]),
+                         axis=1) > diameter
+            probe = probe[far]
+        values["background"].append(at(probe[:, 0], probe[:, 1]))
+    median = {k: float(np.median(np.concatenate(v))) if sum(map(len, v)) else float("nan")
+              for k, v in values.items()}
+    n_unmatched = sum(map(len, values["unmatched"]))
+    return Completeness(median["matched"], median["unmatched"], median["background"],
+                        n_unmatched + sum(map(len, values["matched"])), n_unmatched)
 
 
 def _on(picks: Mapping[str, Picks], names: Sequence[str]) -> dict[str, Picks]:

@@ -14,11 +14,13 @@ from streampick.accuracybench import (
     AccuracyConfig,
     default_row,
     leave_one_out_path,
+    reference_completeness,
     run_benchmark,
     validate_threshold_rules,
 )
 from streampick.accuracyreport import write_outputs
 from streampick.nets import load_model, save_model
+from streampick.picks import Picks
 from streampick.realsets import RealSet, load_set
 from streampick.simulate import simulate_micrograph
 
@@ -73,6 +75,39 @@ def test_accuracy_benchmark_runs_every_row_and_writes_the_report(tmp_path):
         assert max(overlay.size) == 1024 and overlay.mode == "RGB"
     saved = json.loads((out / "accuracy" / "results.json").read_text())
     assert [r["kind"] for r in saved["sets"]["tiny"]] == ["pretrained", "default", "finetuned"]
+    assert saved["reference_completeness"]["tiny"]["n_top"] == result.completeness.n_top > 0
+    assert "Reference completeness check" in text
+
+
+def test_the_completeness_check_finds_particles_the_reference_lacks(tmp_path):
+    """Dark disks on noise; the reference lists two thirds of them, the picks all of them (the reference's
+    first): the check counts the rest as unmatched and finds them as dark as the matched ones."""
+    folder = tmp_path / "disks"
+    (folder / "micrographs").mkdir(parents=True)
+    (folder / "coords").mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:400, :400]
+    all_picks = {}
+    for i in range(2):
+        centres = np.array([(x, y) for x in range(50, 351, 60) for y in range(50, 351, 60)], dtype=float)
+        image = rng.normal(0, 1, (400, 400))
+        for x, y in centres:
+            image[(xx - x) ** 2 + (yy - y) ** 2 <= 20**2] -= 2.0
+        Image.fromarray(np.clip(128 + 25 * image, 0, 255).astype(np.uint8)).save(
+            folder / "micrographs" / f"d{i}.png")
+        listed = centres[np.arange(len(centres)) % 3 != 2]
+        rows = "\n".join(f"{x:g},{y:g}" for x, y in listed)
+        (folder / "coords" / f"d{i}.csv").write_text(f"x,y\n{rows}\n")
+        # picks, best first: every other listed particle, then the unlisted ones, then the rest
+        unlisted = centres[np.arange(len(centres)) % 3 == 2]
+        order = np.concatenate([listed[::2], unlisted, listed[1::2]])
+        all_picks[f"d{i}"] = Picks.from_arrays(order[:, 0], order[:, 1], -np.arange(len(order), dtype=float))
+    files = load_set(tmp_path, RealSet("disks", "disks", "disks", "micrographs/*.png", "coords/*.csv", 40.0))
+    check = reference_completeness(files, all_picks, across=16.0)
+    # the test half is d1: 24 listed, top 24 picks = 12 listed + 12 unlisted
+    assert (check.n_top, check.n_unmatched) == (24, 12)
+    assert check.unmatched < -1.0 and check.matched < -1.0 and abs(check.background) < 0.5
+    assert abs(check.unmatched - check.matched) < 0.3
 
 
 def test_threshold_validation_stays_inside_the_train_half(tmp_path):
