@@ -51,10 +51,20 @@ TRAIN = [
     (113, 150, 1.2, 4096, 5, 0.4), (114, 185, 1.6, 3072, 5, 0.3), (115, 130, 1.0, 4096, 5, 0.5),
     (116, 155, 0.85, 4096, 5, 0.4),
 ]
+# stage 2 adds hollow shells (apoferritin-like), half of them crowded: (seed, diameter Å, pixel Å, edge px,
+# micrographs, labelled fraction, coverage low, coverage high)
+SHELLS = [(121, 120, 1.0, 4096, 5, 0.4, 0.05, 0.55), (122, 130, 1.2, 4096, 5, 0.3, 0.35, 0.6),
+          (123, 150, 1.0, 4096, 5, 0.5, 0.05, 0.55), (124, 170, 1.4, 4096, 5, 0.4, 0.35, 0.6),
+          (125, 110, 0.9, 4096, 5, 0.3, 0.35, 0.6), (126, 190, 1.6, 3072, 5, 0.5, 0.05, 0.55)]
+SHELL_EVAL = [(221, 140, 1.1, 4096, 4, 0.0, 0.2, 0.6)]
 EVAL = [(201, 150, 1.0, 4096, 4, 0.0), (202, 130, 1.2, 4096, 4, 0.0), (203, 175, 0.9, 4096, 4, 0.0),
         (204, 160, 1.5, 4096, 4, 0.0)]
 DEMO_SEED, DEMO_N, DEMO_DIAMETER = 0, 12, 150.0  # streampick demo's defaults
 
+# stage 2: from stage 1, on stage 1's micrographs plus SHELLS
+FINETUNE_OPTIONS = ["--target-pixel-size", str(WORKING_PIXEL_SIZE), "--particle-diameter", str(CARD_DIAMETER),
+                    "-m", "streampick-sim-resnet8-u32.stage1.pt", "--objective", "ge-binomial", "--epochs", "3",
+                    "--steps", "400", "--lr", "5e-4", "--seed", "2"]
 TRAIN_OPTIONS = ["--target-pixel-size", str(WORKING_PIXEL_SIZE), "--particle-diameter", str(CARD_DIAMETER),
                  "--architecture", "resnet8", "--units", "32", "--objective", "ge-binomial",
                  "--epochs", "8", "--steps", "500", "--lr", "1e-3", "--seed", "1"]
@@ -83,19 +93,25 @@ def make_data(work: Path) -> None:
         streampick("simulate", str(work / "sim" / set_name(seed)), "--n", str(n), "--seed", str(seed),
                    "--size", str(size), "--pixel-size", str(pixel), "--diameter", str(diameter),
                    "--label-fraction", str(fraction))
-    _merge_training_sets(work)
+    for seed, diameter, pixel, size, n, fraction, low, high in SHELLS + SHELL_EVAL:
+        streampick("simulate", str(work / "sim" / set_name(seed)), "--n", str(n), "--seed", str(seed),
+                   "--size", str(size), "--pixel-size", str(pixel), "--diameter", str(diameter),
+                   "--label-fraction", str(fraction), "--particle-shape", "shell", "--coverage", str(low),
+                   str(high))
+    _merge_training_sets(work, "train", [seed for seed, *_ in TRAIN])
+    _merge_training_sets(work, "train2", [seed for seed, *_ in TRAIN + SHELLS])
     _demo_data(work / "demo")
 
 
-def _merge_training_sets(work: Path) -> None:
+def _merge_training_sets(work: Path, folder: str, seeds: list[int]) -> None:
     """One folder of uniquely named links to every training micrograph, with its labels and full truth."""
     from streampick.io.coords import read_coordinates, write_star, write_table
 
-    train = work / "train"
+    train = work / folder
     shutil.rmtree(train, ignore_errors=True)
     (train / "micrographs").mkdir(parents=True)
     labels, total, count = [], 0, 0
-    for seed, *_ in TRAIN:
+    for seed in seeds:
         source = work / "sim" / set_name(seed)
         for mrc in sorted((source / "micrographs").glob("*.mrc")):
             (train / "micrographs" / f"{set_name(seed)}_{mrc.name}").symlink_to(mrc.resolve())
@@ -121,26 +137,37 @@ def _demo_data(out: Path) -> None:
 
 # ------------------------------------------------------------------------------------------------- train
 
-def held_out_names() -> list[str]:
-    return [f"{set_name(seed)}_sim_0004" for i, (seed, *_) in enumerate(TRAIN) if i % 2 == 0]
+STAGE1 = f"{NAME}.stage1.pt"
 
 
-def train(work: Path) -> None:
-    expected = (work / "train" / "expected_particles.txt").read_text().strip()
-    mics = sorted(str(p.relative_to(work)) for p in (work / "train" / "micrographs").glob("*.mrc"))
-    truth = sorted(str(p.relative_to(work)) for p in (work / "train" / "truth").glob("*.star"))
-    words = ["train", "--micrographs", *mics, "--labels", "train/labels.txt", "-o", f"{NAME}.pt",
-             "--expected-particles", expected, *TRAIN_OPTIONS, "--test-micrographs", *held_out_names(),
-             "--test-reference", *truth]
+def held_out_names(shells: bool = False) -> list[str]:
+    """Micrograph 0004 of every even-numbered set (stage 2: also of the 2nd and 5th shell sets)."""
+    names = [f"{set_name(seed)}_sim_0004" for i, (seed, *_) in enumerate(TRAIN) if i % 2 == 0]
+    return names + ([f"{set_name(seed)}_sim_0004" for seed, *_ in SHELLS[1::3]] if shells else [])
+
+
+def _stage_words(work: Path, stage: int) -> list[str]:
+    """``streampick train`` arguments of stage 1 (from scratch, compact particles) or 2 (fine-tuned from
+    stage 1 with the hollow shells added)."""
+    folder = "train" if stage == 1 else "train2"
+    expected = (work / folder / "expected_particles.txt").read_text().strip()
+    options = TRAIN_OPTIONS if stage == 1 else FINETUNE_OPTIONS
+    return ["--micrographs", f"{folder}/micrographs/*.mrc", "--labels", f"{folder}/labels.txt",
+            "-o", STAGE1 if stage == 1 else f"{NAME}.pt", "--expected-particles", expected, *options,
+            "--test-micrographs", *held_out_names(shells=stage == 2), "--test-reference", f"{folder}/truth/*.star"]
+
+
+def train(work: Path, stage: int) -> None:
+    words = _stage_words(work, stage)
+    for i, word in enumerate(words):  # expand the globs here, as a shell would
+        if "*" in word:
+            words[i:i + 1] = sorted(str(p.relative_to(work)) for p in work.glob(word))
     print("+ (in", work, ")", flush=True)
-    subprocess.run([sys.executable, "-m", "streampick", *words], check=True, cwd=work)
+    subprocess.run([sys.executable, "-m", "streampick", "train", *words], check=True, cwd=work)
 
 
-def train_command(work: Path) -> str:
-    expected = (work / "train" / "expected_particles.txt").read_text().strip()
-    return ("streampick train --micrographs train/micrographs/*.mrc --labels train/labels.txt "
-            f"-o {NAME}.pt --expected-particles {expected} {' '.join(TRAIN_OPTIONS)} "
-            f"--test-micrographs {' '.join(held_out_names())} --test-reference train/truth/*.star")
+def train_command(work: Path, stage: int) -> str:
+    return "streampick train " + " ".join(_stage_words(work, stage))
 
 
 # -------------------------------------------------------------------------------------------- evaluation
@@ -182,6 +209,12 @@ def _sets(work: Path, real: Path | None) -> list[dict]:
     for seed, diameter, pixel, *_ in EVAL:
         folder = work / "sim" / set_name(seed)
         sets.append(dict(group="held-out simulated", name=f"sim {set_name(seed)} ({diameter} Å, {pixel} Å/px)",
+                         mics=sorted((folder / "micrographs").glob("*.mrc")),
+                         refs=sorted((folder / "truth").glob("*.star")), diameter=diameter,
+                         radius=diameter / 2 / pixel))
+    for seed, diameter, pixel, *_ in SHELL_EVAL:
+        folder = work / "sim" / set_name(seed)
+        sets.append(dict(group="held-out shells", name=f"shells {set_name(seed)} ({diameter} Å, {pixel} Å/px)",
                          mics=sorted((folder / "micrographs").glob("*.mrc")),
                          refs=sorted((folder / "truth").glob("*.star")), diameter=diameter,
                          radius=diameter / 2 / pixel))
@@ -289,14 +322,16 @@ def _edit_card(work: Path, threshold: float | None = None, metrics: dict | None 
     if threshold is not None:
         card.threshold = threshold
     card.metrics = {**card.metrics, **(metrics or {})}
-    card.command = train_command(work)
+    card.command = f"stage 1: {train_command(work, 1)}; stage 2: {train_command(work, 2)}"
     card.training_data = (
-        f"simulated only: {sum(s[4] for s in TRAIN)} micrographs from `streampick simulate` (models/make_default.py, "
-        f"seeds {TRAIN[0][0]}-{TRAIN[-1][0]}: 16 particle shapes, diameter 115-190 Å, pixel size 0.8-1.7 Å/px, "
-        "defocus 0.8-3.0 µm, ice 250-600 Å, 5-55 % coverage, carbon edges, contamination, aggregates and clutter "
-        "drawn per micrograph); 30-50 % of particles labelled; "
-        f"{len(held_out_names())} micrographs held out for epoch selection against their full truth. "
-        "No real micrographs.")
+        f"simulated only: {sum(s[4] for s in TRAIN + SHELLS)} micrographs from `streampick simulate` "
+        f"(models/make_default.py). Stage 1, from scratch: seeds {TRAIN[0][0]}-{TRAIN[-1][0]}, 16 compact "
+        "particle shapes, diameter 115-190 Å, pixel size 0.8-1.7 Å/px, defocus 0.8-3.0 µm, ice 250-600 Å, "
+        "5-55 % coverage, carbon edges, contamination, aggregates and clutter drawn per micrograph. Stage 2, "
+        f"fine-tuned from stage 1 on the same plus seeds {SHELLS[0][0]}-{SHELLS[-1][0]}: 6 hollow-shell "
+        "(apoferritin-like) shapes, diameter 110-190 Å, half of them crowded (35-60 % coverage). 30-50 % of "
+        f"particles labelled; {len(held_out_names(shells=True))} micrographs held out for epoch selection against "
+        "their full truth. No real micrographs.")
     save_model(path, model)
 
 
@@ -308,7 +343,7 @@ def install(work: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("step", choices=["data", "train", "threshold", "evaluate", "install"])
+    parser.add_argument("step", choices=["data", "train", "finetune", "threshold", "evaluate", "install"])
     parser.add_argument("work", type=Path, help="scratch folder outside the repository")
     parser.add_argument("--real", type=Path, help="../shared/data/real, for the real-data rows")
     parser.add_argument("--models", nargs="+", default=MODELS)
@@ -317,8 +352,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     if args.step == "data":
         make_data(work)
-    elif args.step == "train":
-        train(work)
+    elif args.step in ("train", "finetune"):
+        train(work, 1 if args.step == "train" else 2)
     elif args.step == "threshold":
         set_threshold(work)
     elif args.step == "evaluate":
