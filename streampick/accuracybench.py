@@ -351,26 +351,27 @@ def reference_completeness(files: SetFiles, picks: Mapping[str, Picks], across: 
         mine = Picks(mine.x[:len(reference)], mine.y[:len(reference)], mine.score[:len(reference)])
         matched = match_greedy(mine, np.stack([reference.x, reference.y], axis=1), diameter / 2)
         h, w = smooth.shape
-
-        def at(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-            cols = np.clip(np.rint(np.asarray(x) / factor).astype(int), 0, w - 1)
-            rows = np.clip(np.rint(np.asarray(y) / factor).astype(int), 0, h - 1)
-            return smooth[rows, cols]
-
-        values["matched"].append(at(mine.x[matched], mine.y[matched]))
-        values["unmatched"].append(at(mine.x[~matched], mine.y[~matched]))
+        values["matched"].append(_sample(smooth, mine.x[matched], mine.y[matched], factor))
+        values["unmatched"].append(_sample(smooth, mine.x[~matched], mine.y[~matched], factor))
         taken = np.concatenate([np.stack([reference.x, reference.y], 1), np.stack([mine.x, mine.y], 1)])
         probe = rng.uniform([diameter / 2] * 2, [w * factor - diameter / 2, h * factor - diameter / 2], (400, 2))
         if len(taken):
             far = np.min(np.hypot(probe[:, None, 0] - taken[None, :, 0], probe[:, None, 1] - taken[None, :, 1]),
                          axis=1) > diameter
             probe = probe[far]
-        values["background"].append(at(probe[:, 0], probe[:, 1]))
+        values["background"].append(_sample(smooth, probe[:, 0], probe[:, 1], factor))
     median = {k: float(np.median(np.concatenate(v))) if sum(map(len, v)) else float("nan")
               for k, v in values.items()}
     n_unmatched = sum(map(len, values["unmatched"]))
     return Completeness(median["matched"], median["unmatched"], median["background"],
                         n_unmatched + sum(map(len, values["matched"])), n_unmatched)
+
+
+def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, factor: float) -> np.ndarray:
+    """``image`` (at 1/``factor`` of the original scale) at the nearest pixels to original-pixel ``x``, ``y``."""
+    cols = np.clip(np.rint(np.asarray(x) / factor).astype(int), 0, image.shape[1] - 1)
+    rows = np.clip(np.rint(np.asarray(y) / factor).astype(int), 0, image.shape[0] - 1)
+    return image[rows, cols]
 
 
 def _on(picks: Mapping[str, Picks], names: Sequence[str]) -> dict[str, Picks]:

@@ -154,8 +154,8 @@ def _set_section(result: SetResult, config: AccuracyConfig) -> list[str]:
     check = result.completeness
     if check is not None:
         share = check.n_unmatched / max(check.n_top, 1)
-        lines += [f"Reference completeness check (`reference_completeness`): of row (c)'s {check.n_top} top picks "
-                  "(each test micrograph's reference-count best), "
+        lines += [f"Reference completeness check (`reference_completeness`): of row (c)'s {check.n_top} top "
+                  "picks (each test micrograph's reference-count best), "
                   f"{check.n_unmatched} ({share:.0%}) match no reference particle.  The normalized image, "
                   "averaged over a disk of 0.4 diameters, is there "
                   f"{check.unmatched:+.2f} σ (median), at the matched top picks {check.matched:+.2f} σ and at "
@@ -190,7 +190,8 @@ def _protocol(config: AccuracyConfig) -> list[str]:
         f"{config.label_radius:g} working px, up to {config.steps} updates of "
         f"{config.batch_size} crops at lr {config.lr:g}, one epoch, no held-out selection; π from the train "
         "half's mean reference count per micrograph; the automatic threshold is training's default rule, the "
-        "lower of the count rule's (that mean count) and the PU-corrected F1's (docs/training.md).  Everything training does (reading and preprocessing the train half, sampling labels, "
+        "lower of the count rule's (that mean count) and the PU-corrected F1's (docs/training.md).  "
+        "Everything training does (reading and preprocessing the train half, sampling labels, "
         f"updates, the threshold) is timed together and limited to {config.time_limit:g} s of wall time "
         "(`train --time-limit`): the updates stop early when reading took longer.",
         "- **Picking**: fast mode (stride 2), NMS radius half the particle diameter, every candidate kept; "

@@ -732,7 +732,8 @@ _DATASET_KEYS = ("shape", "pixel_size", "particle_diameter_a", "model")
 def simulate_dataset(out_dir: str | Path, n: int, seed: int = 0, *, shape: tuple[int, int] = (4096, 4096),
                      pixel_size: float = 1.0, particle_diameter_a: float = 150.0, label_fraction: float = 0.3,
                      label_jitter_px: float | None = None, particle_shape: str = "blobs",
-                     options: Mapping[str, Any] | None = None, progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+                     options: Mapping[str, Any] | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Write a synthetic dataset: micrographs, ground truth, sparse labels and the parameters.
 
     Layout of ``out_dir``: ``micrographs/sim_0000.mrc`` … (float32, voxel size set), ``truth/sim_0000.star``
@@ -790,7 +791,8 @@ def simulate_dataset(out_dir: str | Path, n: int, seed: int = 0, *, shape: tuple
     meta = {"streampick_version": __version__, "seed": seed, "n": n, "label_fraction": label_fraction,
             "label_jitter_px": jitter, "n_truth": int(sum(len(t) for _, t in truths)),
             "n_labels": int(sum(len(p) for _, p in labels)), "micrograph_parameters": parameters,
-            "particle_model": {"shape": particle_shape, **_model_summary(model)}, "micrographs": infos}
+            "particle_model": {"shape": particle_shape, **_model_summary(model)},
+            "micrographs": infos}
     atomic_write_text(out / "simulation.json", json.dumps(meta, indent=1, default=_json_default) + "\n")
     return meta
 
