@@ -3,20 +3,23 @@
 Run from the repository root, at low priority on a shared machine; WORK is a scratch folder (~8 GB) outside
 the repository:
 
-    nice -n 19 python3 models/make_default.py data WORK        # simulate every set (~2 min on 2 cores)
-    nice -n 19 python3 models/make_default.py train WORK       # streampick train (~16 min on 2 idle cores)
+    nice -n 19 python3 models/make_default.py data WORK        # simulate every set (~3 min on 2 cores)
+    nice -n 19 python3 models/make_default.py train WORK       # stage 1 (~16 min on 2 idle cores)
+    nice -n 19 python3 models/make_default.py finetune WORK    # stage 2, from stage 1 (~5 min)
     nice -n 19 python3 models/make_default.py threshold WORK   # card.threshold: best F1 on held-out sims
     nice -n 19 python3 models/make_default.py evaluate WORK --real ../shared/data/real   # the card's table
     python3 models/make_default.py install WORK                # copy NAME.pt + NAME.card.json into models/
 
 Data (all from `streampick simulate`, or the demo's own microscope, never the same seed twice):
 
-* training: the TRAIN sets below, one particle model per set (so 16 different particle shapes), particle
+* stage 1 (from scratch): the TRAIN sets below, one particle model per set (so 16 different particle shapes), particle
   diameter 115-190 Å, pixel size 0.8-1.7 Å/px, 4096² (3072² at 1.7 Å/px); 30-50 % of the particles labelled
   (jittered by up to 5 % of the diameter).  Defocus (0.8-3.0 µm), astigmatism, B-factor, ice thickness and
   roughness, particle density (5-55 % of the free ice), carbon edges, contamination, aggregates and clutter
   are drawn per micrograph by the simulator.  Micrograph `*_0004` of every even set is held out of the
   updates and scored against its full truth after each epoch to keep the best epoch.
+* stage 2: fine-tuned from stage 1 on the same micrographs plus the SHELLS sets (hollow, apoferritin-like
+  particles, half of them crowded), at a lower learning rate; two shell micrographs join the held-out ones.
 * held-out simulated evaluation: the EVAL sets (other seeds and particle shapes), never seen in training.
 * demo: exactly the micrographs `streampick demo` shows (its microscope, seed 0, 12 micrographs, a new
   particle shape on every micrograph).
@@ -206,18 +209,13 @@ def _scaled_picks(picks: dict, factor: float) -> dict:
 def _sets(work: Path, real: Path | None) -> list[dict]:
     """Every evaluation set: name, micrographs, reference files, diameter Å, match radius px."""
     sets = []
-    for seed, diameter, pixel, *_ in EVAL:
-        folder = work / "sim" / set_name(seed)
-        sets.append(dict(group="held-out simulated", name=f"sim {set_name(seed)} ({diameter} Å, {pixel} Å/px)",
-                         mics=sorted((folder / "micrographs").glob("*.mrc")),
-                         refs=sorted((folder / "truth").glob("*.star")), diameter=diameter,
-                         radius=diameter / 2 / pixel))
-    for seed, diameter, pixel, *_ in SHELL_EVAL:
-        folder = work / "sim" / set_name(seed)
-        sets.append(dict(group="held-out shells", name=f"shells {set_name(seed)} ({diameter} Å, {pixel} Å/px)",
-                         mics=sorted((folder / "micrographs").glob("*.mrc")),
-                         refs=sorted((folder / "truth").glob("*.star")), diameter=diameter,
-                         radius=diameter / 2 / pixel))
+    for group, prefix, specs in (("held-out simulated", "sim", EVAL), ("held-out shells", "shells", SHELL_EVAL)):
+        for seed, diameter, pixel, *_ in specs:
+            folder = work / "sim" / set_name(seed)
+            sets.append(dict(group=group, name=f"{prefix} {set_name(seed)} ({diameter} Å, {pixel} Å/px)",
+                             mics=sorted((folder / "micrographs").glob("*.mrc")),
+                             refs=sorted((folder / "truth").glob("*.star")), diameter=diameter,
+                             radius=diameter / 2 / pixel))
     sets.append(dict(group="demo", name=f"demo (seed {DEMO_SEED}, {DEMO_N} micrographs)",
                      mics=sorted((work / "demo" / "micrographs").glob("*.mrc")),
                      refs=sorted((work / "demo" / "truth").glob("*.star")), diameter=DEMO_DIAMETER,
