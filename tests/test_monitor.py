@@ -194,7 +194,9 @@ class FakeDaemon:
         self.thread = threading.Thread(target=self._run, args=(zmq,), name="fake-daemon")
 
     def _run(self, zmq) -> None:
-        pub, rep = self.context.socket(zmq.PUB), self.context.socket(zmq.REP)
+        # XPUB, to hear the monitor's subscription: sending only after it has joined makes the order of the
+        # first messages it sees fixed (heartbeat, unreadable stats, stats), not a race with its connect.
+        pub, rep = self.context.socket(zmq.XPUB), self.context.socket(zmq.REP)
         try:
             if self.server_key is not None:  # no authenticator: any client key pair is let in
                 for socket in (pub, rep):
@@ -205,11 +207,14 @@ class FakeDaemon:
             self.endpoints = {"pub": pub.getsockopt_string(zmq.LAST_ENDPOINT),
                               "rep": rep.getsockopt_string(zmq.LAST_ENDPOINT)}
             self.ready.set()
+            joined = False
             while not self.stop.is_set():
-                # Until the subscriber has joined, these are dropped (the slow joiner): keep sending.
-                pub.send_multipart([b"heartbeat", json.dumps(heartbeat_message(118)).encode()])
-                pub.send_multipart([b"stats", b"{not json"])  # counted as unreadable, never fatal
-                pub.send_multipart([b"stats", json.dumps(stats_message()).encode()])
+                if not joined and pub.poll(10):
+                    joined = pub.recv()[:1] == b"\x01"  # a subscription
+                if joined:
+                    pub.send_multipart([b"heartbeat", json.dumps(heartbeat_message(118)).encode()])
+                    pub.send_multipart([b"stats", b"{not json"])  # counted as unreadable, never fatal
+                    pub.send_multipart([b"stats", json.dumps(stats_message()).encode()])
                 if rep.poll(10):
                     request = json.loads(rep.recv())
                     self.status_requests += request == {"command": "status"}
