@@ -2,7 +2,8 @@
 
 Simulates N square micrographs (weak-phase projections of one random asymmetric particle, or with
 --particle-shape shell a hollow apoferritin-like one, at random orientations, CTF, shot noise, ice gradient,
-and on some micrographs a carbon edge, ice contamination and aggregates; see streampick.simulate for the model and its limits) and writes into OUT:
+and on some micrographs a carbon edge, ice contamination and aggregates; see streampick.simulate for the
+model and its limits) and writes into OUT:
 
     micrographs/sim_0000.mrc ...   float32 MRC, pixel size in the header
     truth/sim_0000.star ...        every pickable particle (aggregates excluded), RELION STAR
