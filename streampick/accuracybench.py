@@ -107,8 +107,8 @@ class Completeness:
     The test micrographs at row (c)'s working scale, normalized, averaged over a disk of 0.4 particle
     diameters, in σ of the micrograph (particles are dark in every set here).  "Top picks": each
     micrograph's (reference count) best picks.  If the unmatched ones are as dark as the matched ones and
-    far from the background, they sit on particles that the reference lacks, and the measured precision of
-    even a perfect picker is capped near ``1 - n_unmatched / n_top``.
+    far from the background, they sit on particles that the reference lacks, and a picker that finds every
+    particle measures a precision of about ``1 - n_unmatched / n_top`` at the reference count.
     """
 
     matched: float  # median darkness at top picks that match a reference particle
