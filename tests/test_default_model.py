@@ -89,7 +89,9 @@ def test_a_non_editable_install_finds_the_shipped_models(tmp_path):
     _pip("install", "--no-deps", "--no-index", "--target", str(site), str(wheel))
     probe = ("import streampick, streampick.nets.checkpoint as c; m = streampick.load_model(%r); "
              "print(streampick.__file__); print(c.SHIPPED_MODELS); print(m.card.name)" % DEFAULT_MODEL)
-    env = {**os.environ, "PYTHONPATH": str(site)}
+    # the wheel's folder first; whatever PYTHONPATH already held stays behind it (a machine whose
+    # dependencies are installed on a PYTHONPATH, as the GPU machine's are, still finds mrcfile)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
     env.pop("STREAMPICK_MODELS", None)
     out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=120)
