@@ -117,6 +117,20 @@ class Completeness:
     n_top: int
     n_unmatched: int
 
+    def verdict(self) -> str:
+        """What the unmatched top picks look like: ``"particles"`` (within a quarter of the particle contrast
+        of the matched picks), ``"background"`` (as close to the background), ``"mixed"`` (between), or
+        ``"undecided"`` when particles and background differ by under 0.2 σ (hollow or faint particles: the
+        disk average cannot tell them apart)."""
+        contrast = self.background - self.matched
+        if not contrast >= 0.2:  # also NaN
+            return "undecided"
+        if abs(self.unmatched - self.matched) <= 0.25 * contrast:
+            return "particles"
+        if abs(self.unmatched - self.background) <= 0.25 * contrast:
+            return "background"
+        return "mixed"
+
 
 @dataclass
 class SetResult:

@@ -103,6 +103,18 @@ def _targets(results: Sequence[SetResult]) -> list[str]:
     return lines + [""]
 
 
+_COMPLETENESS_VERDICTS = {
+    "particles": "The unmatched picks are as dark as the matched ones: they sit on particles the reference "
+                 "lacks.  A picker that finds every particle is charged them as false positives, and its measured "
+                 "precision at the reference count is about {precision:.2f}.",
+    "background": "The unmatched picks look like the background: they are mostly real false positives.",
+    "mixed": "The unmatched picks lie between the matched ones and the background: some are particles the "
+             "reference lacks, some false positives.",
+    "undecided": "Here particles and background differ too little in this average (hollow or faint particles) "
+                 "for the check to tell.",
+}
+
+
 def _set_section(result: SetResult, config: AccuracyConfig) -> list[str]:
     realset, files = result.files.realset, result.files
     n_ref = sum(len(files.reference.get(n, [])) for n in files.names("test"))
@@ -159,10 +171,8 @@ def _set_section(result: SetResult, config: AccuracyConfig) -> list[str]:
                   f"{check.n_unmatched} ({share:.0%}) match no reference particle.  The normalized image, "
                   "averaged over a disk of 0.4 diameters, is there "
                   f"{check.unmatched:+.2f} σ (median), at the matched top picks {check.matched:+.2f} σ and at "
-                  f"background points {check.background:+.2f} σ (particles are dark).  Unmatched picks as dark "
-                  "as matched ones sit on particles the reference lacks: a picker that finds every particle is "
-                  f"then charged them as false positives, and its measured precision at full recall is about "
-                  f"{1 - share:.2f}.", ""]
+                  f"background points {check.background:+.2f} σ (particles are dark).  "
+                  + _COMPLETENESS_VERDICTS[check.verdict()].format(precision=1 - share), ""]
     if realset.key in PEERS:
         lines += [f"Peers (issue 7, same split and matching): {PEERS[realset.key]}.", ""]
     lines += [f"![precision-recall, {realset.title}](accuracy/pr_{realset.key}.png)", "",

@@ -12,6 +12,7 @@ from PIL import Image
 
 from streampick.accuracybench import (
     AccuracyConfig,
+    Completeness,
     default_row,
     leave_one_out_path,
     reference_completeness,
@@ -108,6 +109,16 @@ def test_the_completeness_check_finds_particles_the_reference_lacks(tmp_path):
     assert (check.n_top, check.n_unmatched) == (24, 12)
     assert check.unmatched < -1.0 and check.matched < -1.0 and abs(check.background) < 0.5
     assert abs(check.unmatched - check.matched) < 0.3
+    assert check.verdict() == "particles"
+
+
+@pytest.mark.parametrize("unmatched, background, verdict", [
+    (-1.0, 0.0, "particles"), (-0.05, 0.0, "background"), (-0.5, 0.0, "mixed"), (-0.9, -0.9, "undecided"),
+    (float("nan"), float("nan"), "undecided")])
+def test_the_completeness_verdict(unmatched, background, verdict):
+    check = Completeness(matched=-1.0 if background == background else float("nan"), unmatched=unmatched,
+                         background=background, n_top=100, n_unmatched=15)
+    assert check.verdict() == verdict
 
 
 def test_threshold_validation_stays_inside_the_train_half(tmp_path):
