@@ -35,10 +35,10 @@ from .config import DEFAULT_MODEL
 from .evaluate import EvalResult, evaluate_sets, match_greedy
 from .io.micrograph import read_micrograph
 from .nets.checkpoint import Model, load_model, prepare_for_inference, resolve_model_path
-from .pick import Length, PickSettings, pick_micrographs, prepare, score_and_extract
+from .pick import Length, PickSettings, Prepared, pick_micrographs, prepare, score_and_extract
 from .picks import Picks
 from .realsets import SETS, RealSet, SetFiles, find_set, load_set, published_picks, sample_picks, split_halves
-from .train.data import LabelledMicrograph
+from .train.data import LabelledMicrograph, working_centres
 from .train.loop import TrainOptions, automatic_threshold, train
 from .train.threshold import ThresholdEstimate
 
@@ -358,22 +358,23 @@ def reference_completeness(files: SetFiles, picks: Mapping[str, Picks], across: 
     rng = np.random.default_rng(seed)
     values: dict[str, list[np.ndarray]] = {"matched": [], "unmatched": [], "background": []}
     for path, name in zip(files.test, files.names("test")):
-        image = prepare(read_micrograph(path, NOMINAL_PIXEL_SIZE), factor, torch.device("cpu")).image
-        smooth = torch.nn.functional.conv2d(image[None, None].float(), kernel, padding="same")[0, 0].numpy()
+        prepared = prepare(read_micrograph(path, NOMINAL_PIXEL_SIZE), factor, torch.device("cpu"))
+        smooth = torch.nn.functional.conv2d(prepared.image[None, None].float(), kernel,
+                                            padding="same")[0, 0].numpy()
         reference = files.reference.get(name, Picks.empty())
         mine = picks.get(name, Picks.empty())
         mine = Picks(mine.x[:len(reference)], mine.y[:len(reference)], mine.score[:len(reference)])
         matched = match_greedy(mine, np.stack([reference.x, reference.y], axis=1), diameter / 2)
-        h, w = smooth.shape
-        values["matched"].append(_sample(smooth, mine.x[matched], mine.y[matched], factor))
-        values["unmatched"].append(_sample(smooth, mine.x[~matched], mine.y[~matched], factor))
+        values["matched"].append(_values_at(smooth, prepared, mine.x[matched], mine.y[matched]))
+        values["unmatched"].append(_values_at(smooth, prepared, mine.x[~matched], mine.y[~matched]))
+        height, width = prepared.micrograph.data.shape
+        probe = rng.uniform([diameter / 2] * 2, [width - diameter / 2, height - diameter / 2], (400, 2))
         taken = np.concatenate([np.stack([reference.x, reference.y], 1), np.stack([mine.x, mine.y], 1)])
-        probe = rng.uniform([diameter / 2] * 2, [w * factor - diameter / 2, h * factor - diameter / 2], (400, 2))
         if len(taken):
             far = np.min(np.hypot(probe[:, None, 0] - taken[None, :, 0], probe[:, None, 1] - taken[None, :, 1]),
                          axis=1) > diameter
             probe = probe[far]
-        values["background"].append(_sample(smooth, probe[:, 0], probe[:, 1], factor))
+        values["background"].append(_values_at(smooth, prepared, probe[:, 0], probe[:, 1]))
     median = {k: float(np.median(np.concatenate(v))) if sum(map(len, v)) else float("nan")
               for k, v in values.items()}
     n_unmatched = sum(map(len, values["unmatched"]))
@@ -381,10 +382,9 @@ def reference_completeness(files: SetFiles, picks: Mapping[str, Picks], across: 
                         n_unmatched + sum(map(len, values["matched"])), n_unmatched)
 
 
-def _sample(image: np.ndarray, x: np.ndarray, y: np.ndarray, factor: float) -> np.ndarray:
-    """``image`` (at 1/``factor`` of the original scale) at the nearest pixels to original-pixel ``x``, ``y``."""
-    cols = np.clip(np.rint(np.asarray(x) / factor).astype(int), 0, image.shape[1] - 1)
-    rows = np.clip(np.rint(np.asarray(y) / factor).astype(int), 0, image.shape[0] - 1)
+def _values_at(image: np.ndarray, prepared: Prepared, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``image`` (at ``prepared``'s working scale) at the pixels nearest to ``x``, ``y`` (original pixels)."""
+    rows, cols = working_centres(prepared, Picks.from_arrays(x, y)).T
     return image[rows, cols]
 
 

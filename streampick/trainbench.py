@@ -323,7 +323,7 @@ def prepare_topaz(topaz: Topaz, bench: Benchmark, config: TrainBenchConfig, fold
     seconds += topaz.preprocess([mics / f"{m.name}.mrc" for m in bench.test_set], folder / "test", factor)
     items = []
     for m in bench.train_set:
-        rows_cols = working_centres(m, m.positives)  # the very pixels our label maps centre their disks on
+        rows_cols = working_centres(m.prepared, m.positives)  # the very pixels our label maps centre their disks on
         items.append((m.name, Picks.from_arrays(rows_cols[:, 1], rows_cols[:, 0])))
     labels = folder / "train_labels_working.txt"
     write_table(labels, items)

@@ -144,10 +144,11 @@ def load_training_data(micrograph_paths: Sequence[str | Path], label_paths: Sequ
             for stem, p in zip(shapes, prepared)]
 
 
-def working_centres(micrograph: LabelledMicrograph, picks: Picks) -> np.ndarray:
-    """Label centres as (row, column) pixel indices of the working-scale image, shape (N, 2) int64."""
-    sy, sx = micrograph.prepared.scale
-    h, w = micrograph.image.shape
+def working_centres(prepared: Prepared, picks: Picks) -> np.ndarray:
+    """Centres in original pixels as (row, column) pixel indices of the working-scale image, shape (N, 2)
+    int64 (clipped into the image)."""
+    sy, sx = prepared.scale
+    h, w = prepared.image.shape
     rows = np.clip(np.rint(picks.y / sy), 0, h - 1)
     cols = np.clip(np.rint(picks.x / sx), 0, w - 1)
     return np.column_stack([rows, cols]).astype(np.int64)
@@ -174,7 +175,7 @@ def label_map(micrograph: LabelledMicrograph, radius: float) -> torch.Tensor:
     for picks, value in ((micrograph.negatives, NEGATIVE), (micrograph.positives, POSITIVE)):
         if len(picks) == 0:
             continue
-        pixels = (working_centres(micrograph, picks)[:, None, :] + offsets[None]).reshape(-1, 2)
+        pixels = (working_centres(micrograph.prepared, picks)[:, None, :] + offsets[None]).reshape(-1, 2)
         inside = (pixels[:, 0] >= 0) & (pixels[:, 0] < h) & (pixels[:, 1] >= 0) & (pixels[:, 1] < w)
         out[pixels[inside, 0], pixels[inside, 1]] = value
     return torch.from_numpy(out)
