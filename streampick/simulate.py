@@ -662,11 +662,13 @@ def render_micrograph(
         A :class:`SimulatedMicrograph` (image float32 in electrons per pixel, truth (N, 2) x, y).
 
     Raises:
-        ValueError: ``detector_dqe`` outside (0, 1].
+        ValueError: ``detector_dqe`` outside (0, 1] or ``coverage`` not a range within [0, 0.9].
     """
     shape = (int(shape[0]), int(shape[1]))
     if not 0 < detector_dqe <= 1:
         raise ValueError(f"detector_dqe must be within (0, 1], got {detector_dqe}")
+    if not 0 <= coverage[0] <= coverage[1] <= 0.9:
+        raise ValueError(f"coverage must be a range within [0, 0.9], got {tuple(coverage)}")
     if model is None:
         model = make_particle_model(rng, particle_diameter_a)
     layout = _layout(rng, shape, pixel_size, model.diameter_a, n_particles, coverage, min_distance,

@@ -258,6 +258,8 @@ def test_a_shell_projects_to_a_ring_with_a_light_centre():
 
 
 def test_dataset_particle_shape_is_checked_and_recorded(tmp_path):
+    with pytest.raises(ValueError, match="coverage must be a range"):
+        render_micrograph(np.random.default_rng(0), shape=(128, 128), pixel_size=4.0, coverage=(0.6, 0.2))
     with pytest.raises(ValueError, match="unknown particle shape 'cube'"):
         simulate_dataset(tmp_path / "x", 1, shape=(128, 128), pixel_size=4.0, particle_shape="cube")
     meta = simulate_dataset(tmp_path / "shells", 1, seed=3, shape=(256, 256), pixel_size=4.0,
