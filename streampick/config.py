@@ -26,6 +26,7 @@ PICKING_KEYS: dict[str, tuple[tuple, Any]] = {
     "pixel_size": ((int, float, type(None)), None),
     "radius": ((str, int, float, type(None)), None),
     "edge_margin": ((str, int, float), "0"),
+    "smoothing": ((str, int, float, type(None)), None),
     "threshold": ((int, float, type(None)), None),
     "floor": ((int, float), -6.0),
     "box_size": ((int, type(None)), None),

@@ -8,13 +8,17 @@ needed.  Vectorized rounds then select every live pixel that is the highest live
 takes it too) and suppress disks around those picks; the few pixels still alive after the rounds go through the
 plain greedy loop, which is exact on them for the same reason.  The window maximum is a sliding maximum built
 from log2(2r+1) shifted element-wise maxima per axis, so a round costs a few passes over the map whatever r is.
-Peaks are refined to sub-pixel precision with a parabola through the map's 3-point neighbourhood, and
-scaled back to the original micrograph's pixels.
+Before NMS the map may be smoothed with a Gaussian (:func:`smooth_scores`, the model card's ``smoothing``):
+a pick's score then sums the evidence around its centre rather than one pixel's, which ranks particles better
+on real micrographs (docs/benchmarks.md, issue 7).  Peaks are refined to sub-pixel precision with a parabola
+through the map's 3-point neighbourhood (not across the map's border), and scaled back to the original
+micrograph's pixels.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .picks import Picks
 
@@ -121,7 +125,8 @@ def _greedy_rest(live: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarra
 
 
 def _refine(score_map: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Sub-pixel offsets from a parabola through each peak and its two neighbours along each axis."""
+    """Sub-pixel offsets from a parabola through each peak and its two neighbours along each axis (none along
+    an axis where the peak is on the map's border: with one neighbour the parabola would put it outside)."""
     height, width = score_map.shape
 
     def offset(minus: np.ndarray, centre: np.ndarray, plus: np.ndarray) -> np.ndarray:
@@ -133,9 +138,28 @@ def _refine(score_map: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[
     r0, r1 = np.clip(rows - 1, 0, height - 1), np.clip(rows + 1, 0, height - 1)
     c0, c1 = np.clip(cols - 1, 0, width - 1), np.clip(cols + 1, 0, width - 1)
     centre = score_map[rows, cols]
-    dy = offset(score_map[r0, cols], centre, score_map[r1, cols])
-    dx = offset(score_map[rows, c0], centre, score_map[rows, c1])
+    dy = np.where((rows > 0) & (rows < height - 1), offset(score_map[r0, cols], centre, score_map[r1, cols]), 0.0)
+    dx = np.where((cols > 0) & (cols < width - 1), offset(score_map[rows, c0], centre, score_map[rows, c1]), 0.0)
     return rows + dy, cols + dx
+
+
+def smooth_scores(score_map: torch.Tensor, sigma: float) -> torch.Tensor:
+    """``score_map`` (H, W) convolved with a normalized Gaussian of standard deviation ``sigma`` map pixels
+    (separable, truncated at 3σ, edges extended by reflection); returned unchanged when ``sigma`` ≤ 0."""
+    if sigma <= 0:
+        return score_map
+    half = max(1, int(np.ceil(3 * sigma)))
+    height, width = score_map.shape
+    half = min(half, height - 1, width - 1)  # reflection needs fewer pad pixels than the map has
+    if half < 1:
+        return score_map
+    offsets = torch.arange(-half, half + 1, dtype=torch.float32, device=score_map.device)
+    kernel = torch.exp(-offsets ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    image = score_map.float()[None, None]
+    image = F.conv2d(F.pad(image, (half, half, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    image = F.conv2d(F.pad(image, (0, 0, half, half), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return image[0, 0]
 
 
 def extract_picks(score_map: torch.Tensor, *, radius: float, floor: float, scale: tuple[float, float] = (1, 1),

@@ -17,7 +17,7 @@ import torch
 
 from .device import scoring_dtype
 from .errors import ConfigError, MicrographError
-from .extract import extract_picks
+from .extract import extract_picks, smooth_scores
 from .io.micrograph import Micrograph, read_micrograph
 from .nets.checkpoint import Model
 from .picks import Picks
@@ -61,6 +61,7 @@ class PickSettings:
     score_stride: int = 2  # fast mode: score exactly every Nth working pixel, interpolate between
     precision: str = "auto"  # network precision: auto (bfloat16 where native), float32, bfloat16
     pixel_size: float | None = None  # override of the micrograph header's pixel size
+    smoothing: Length | None = None  # σ of the score map's Gaussian smoothing (default: the model card's)
 
 
 def settings_from_options(options: dict) -> PickSettings:
@@ -70,7 +71,8 @@ def settings_from_options(options: dict) -> PickSettings:
         radius=Length.parse(options["radius"], "picking.radius") if options["radius"] else None,
         edge_margin=Length.parse(options["edge_margin"], "picking.edge_margin"), floor=options["floor"],
         dense=options["dense"], score_stride=options["score_stride"], precision=options["precision"],
-        pixel_size=options["pixel_size"])
+        pixel_size=options["pixel_size"],
+        smoothing=None if options["smoothing"] is None else Length.parse(options["smoothing"], "picking.smoothing"))
 
 
 @dataclass
@@ -127,6 +129,11 @@ def nms_radius(settings: PickSettings, model: Model) -> Length:
     raise ConfigError(f"model '{model.card.name}' has no particle diameter in its card: give a radius")
 
 
+def smoothing_length(settings: PickSettings, model: Model) -> Length:
+    """σ of the score map's smoothing: as set, else the model card's (Å; 0 on cards without one)."""
+    return settings.smoothing if settings.smoothing is not None else Length(model.card.smoothing)
+
+
 def prepare(micrograph: Micrograph, target_pixel_size: float, device: torch.device) -> Prepared:
     """Downsample ``micrograph`` to ``target_pixel_size`` and normalize it with the per-micrograph GMM."""
     timings = {}
@@ -162,12 +169,13 @@ def score_and_extract(batch: list[Prepared], model: Model, settings: PickSetting
     images = torch.stack([p.image for p in batch])
     maps = score_batch(model.net, images, out_stride=stride, dtype=scoring_dtype(images.device, settings.precision))
     per_image = (time.perf_counter() - start) / len(batch)
-    radius = nms_radius(settings, model)
+    radius, smoothing = nms_radius(settings, model), smoothing_length(settings, model)
     results = []
     for prepared, score_map in zip(batch, maps):
         start = time.perf_counter()
         original = prepared.micrograph
         to_scaled = prepared.scaled_pixel_size / original.pixel_size  # original px per scaled px
+        score_map = smooth_scores(score_map, smoothing.pixels(original.pixel_size) / to_scaled)
         picks = extract_picks(score_map, radius=radius.pixels(original.pixel_size) / to_scaled,
                               floor=settings.floor, scale=prepared.scale,
                               edge_margin=settings.edge_margin.pixels(original.pixel_size) / to_scaled)

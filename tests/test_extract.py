@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from streampick.extract import extract_picks, nms
+from streampick.extract import extract_picks, nms, smooth_scores
 
 
 def brute_force_nms(score_map: np.ndarray, radius: float, floor: float) -> np.ndarray:
@@ -91,3 +91,38 @@ def test_scores_are_descending_and_edge_margin_drops_border_picks():
     assert inner.x.max() <= 160 - 1 - 9.5 and inner.y.max() <= 160 - 1 - 9.5
     # the margin only removes picks: every inner pick is also a pick without the margin
     assert set(zip(inner.x.round(3), inner.y.round(3))) <= set(zip(everything.x.round(3), everything.y.round(3)))
+
+
+def test_smoothing_keeps_a_flat_map_flat_and_spreads_a_spike_into_a_unit_gaussian():
+    flat = torch.full((40, 50), -2.5)
+    assert smooth_scores(flat, 0.0) is flat
+    torch.testing.assert_close(smooth_scores(flat, 1.5), flat)  # reflected edges add no bias
+    spike = torch.zeros(41, 41)
+    spike[20, 20] = 1.0
+    spread = smooth_scores(spike, 2.0)
+    assert float(spread.sum()) == pytest.approx(1.0, abs=1e-5)
+    assert float(spread[20, 20]) == pytest.approx(1 / (2 * np.pi * 2.0 ** 2), rel=0.02)
+    assert float(spread[20, 22]) == pytest.approx(float(spread[20, 20]) * np.exp(-0.5), rel=0.02)  # 1 σ away
+    torch.testing.assert_close(spread, spread.flip(0))
+    torch.testing.assert_close(spread, spread.T)
+    tiny = smooth_scores(torch.randn(2, 3), 5.0)  # a map smaller than the kernel
+    assert tiny.shape == (2, 3) and torch.isfinite(tiny).all()
+
+
+def test_smoothing_ranks_a_broad_particle_peak_above_a_taller_one_pixel_spike():
+    y, x = torch.meshgrid(torch.arange(64.0), torch.arange(64.0), indexing="ij")
+    score_map = 2.0 * torch.exp(-((y - 20) ** 2 + (x - 20) ** 2) / (2 * 3.0 ** 2))  # a particle's broad peak
+    score_map[45, 45] = 2.5  # one noisy pixel, higher than the particle's centre
+    raw = extract_picks(score_map, radius=8, floor=-10)
+    assert (round(raw.x[0]), round(raw.y[0])) == (45, 45)
+    smoothed = extract_picks(smooth_scores(score_map, 1.5), radius=8, floor=-10)
+    assert (round(smoothed.x[0]), round(smoothed.y[0])) == (20, 20)
+    assert smoothed.score[0] == pytest.approx(2.0 * 3.0 ** 2 / (3.0 ** 2 + 1.5 ** 2), rel=0.02)
+
+
+def test_a_peak_on_the_border_is_not_refined_outside_the_map():
+    score_map = torch.zeros(20, 20)
+    score_map[5, 0], score_map[5, 1] = 3.0, 1.0  # rising towards the left edge
+    score_map[19, 10], score_map[18, 10] = 2.0, 1.0  # rising towards the bottom edge
+    picks = extract_picks(score_map, radius=3, floor=0.5)
+    assert list(zip(picks.x, picks.y)) == [(0.0, 5.0), (10.0, 19.0)]

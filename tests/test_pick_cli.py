@@ -78,6 +78,7 @@ def test_pick_of_only_bad_micrographs_fails(tmp_path, random_model):
     ("picking:\n  radius_a: 70\n", "picking.radius_a: unknown key"),
     ("picking:\n  floor: low\n", "picking.floor: expected"),
     ("picking:\n  batch_size: 0\n", "picking.batch_size: must be positive"),
+    ("picking:\n  smoothing: wide\n", "picking.smoothing: 'wide' is not a length"),
     ("picknig:\n  floor: 1\n", "picknig: unknown config section"),
     ("picking: [1, 2\n", "not valid YAML"),
 ])
@@ -122,6 +123,31 @@ def test_header_pixel_size_override_changes_the_working_scale(session, random_mo
     assert main(["-q", "pick", path, "-o", str(out), "-m", str(random_model), "--pixel-size", "2.0"]) == 0
     picks = read_coordinates(out / "candidates.txt")[Path(path).stem]
     assert picks.x.max() < 2048 and picks.y.max() < 2048  # still original-pixel coordinates
+
+
+def test_the_cards_smoothing_is_used_unless_an_option_overrides_it(session, random_model, tmp_path):
+    from streampick.nets import load_model
+
+    model = load_model(random_model)
+    smoothed_model = tmp_path / "smoothed.pt"
+    model.card.smoothing = 24.0  # Å: 3 working pixels at 8 Å/px
+    save_model(smoothed_model, model)
+    path = micrographs(session)[0]
+    stem = Path(path).stem
+    runs = {"plain": [str(random_model)], "card": [str(smoothed_model)],
+            "card, option 0": [str(smoothed_model), "--smoothing", "0"],
+            "plain, option 24A": [str(random_model), "--smoothing", "24A"]}
+    picks = {}
+    for name, extra in runs.items():
+        out = tmp_path / name.replace(", ", "_").replace(" ", "_")
+        assert main(["-q", "pick", path, "-o", str(out), "--floor", "-1000", "-m", *extra]) == 0
+        picks[name] = read_coordinates(out / "candidates.txt")[stem]
+    np.testing.assert_array_equal(picks["card, option 0"].score, picks["plain"].score)
+    np.testing.assert_array_equal(picks["plain, option 24A"].score, picks["card"].score)
+    # averaging over ~3 px narrows the spread of the peaks' scores; every pick stays inside the image
+    assert np.std(picks["card"].score) < np.std(picks["plain"].score)
+    for found in picks.values():
+        assert found.x.min() >= 0 and found.y.min() >= 0 and found.x.max() < 2048 and found.y.max() < 2048
 
 
 def test_batched_scoring_gives_the_same_picks_as_one_at_a_time(session, random_model):

@@ -71,6 +71,18 @@ def test_training_from_scratch_beats_the_untrained_model_by_a_wide_margin(sim, t
     assert len(kept) == len(candidates.above(model.card.threshold)) < len(candidates)
 
 
+def test_the_smoothing_option_is_stored_in_the_card_and_used_for_the_threshold(sim, tmp_path):
+    thresholds = {}
+    for smoothing in ("0", "16"):
+        out = tmp_path / f"smoothing{smoothing}.pt"
+        assert main(base_args(sim, out) + ["--epochs", "1", "--steps", "3", "--smoothing", smoothing]) == 0
+        card = json.loads(out.with_suffix(".card.json").read_text())
+        assert card["smoothing"] == float(smoothing) and load_model(out).card.smoothing == float(smoothing)
+        thresholds[smoothing] = card["threshold"]
+    # same seed, same updates: only the smoothing of the picks the threshold is chosen from differs
+    assert thresholds["0"] != thresholds["16"]
+
+
 def test_k_fold_reports_mean_and_sd_and_refits_on_everything(sim, tmp_path):
     out = tmp_path / "cv.pt"
     assert main(base_args(sim, out) + ["--epochs", "1", "--steps", "2", "--batch-size", "16", "--k-fold", "2"]) == 0

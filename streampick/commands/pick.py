@@ -29,6 +29,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--radius", help="NMS radius, e.g. 70A or 9px (original pixels); "
                                          "default: half the model's particle diameter")
     parser.add_argument("--edge-margin", help="drop picks this close to the edge (Å or px; default 0)")
+    parser.add_argument("--smoothing", help="σ of a Gaussian smoothing of the score map before NMS, e.g. 12A or "
+                                            "10px (original pixels); 0: none; default: the model card's")
     parser.add_argument("--threshold", type=float, help="score threshold for STAR/box outputs "
                                                         "(default: model card's, else 0)")
     parser.add_argument("--floor", type=float, help="lowest candidate score kept (default -6)")

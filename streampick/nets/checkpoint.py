@@ -50,6 +50,7 @@ class ModelCard:
     pixel_size: float | None = None  # Å/px of the images it was trained on (the working scale)
     particle_diameter: float | None = None  # Å
     threshold: float | None = None  # default score threshold (logit)
+    smoothing: float = 0.0  # Å: σ of the Gaussian the score map is smoothed with before extraction; 0: none
     version: str = "1"
     source: str = "streampick"
     training_data: str = ""
