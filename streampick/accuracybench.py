@@ -65,6 +65,7 @@ class AccuracyConfig:
     batch_size: int = 256
     lr: float = 1e-3
     label_radius: float = 2.0  # working px (the particle 16 px across)
+    smoothing: float = 1.5  # working px: σ of the score map's smoothing, stored in row (c)'s card
     time_limit: float = 100.0  # seconds for everything training does
     top_factor: float = 1.5  # recall within the top top_factor × (reference count) picks of each micrograph
 
@@ -183,7 +184,7 @@ def validate_threshold_rules(config: AccuracyConfig, progress: Callable[[str], N
         result = score_test_half(config, within, model, config.finetune_across, "validation", "finetuned",
                                  estimate.value).result
         rules = {"count": estimate.count_value, "pu-f1": estimate.pu_f1_value, "lower": estimate.value}
-        row = {"fine-tuned on": len(first), "scored on": len(second), "best F1": result.best_f1,
+        row = {"fine-tuned on": len(first), "scored on": len(second), "AP": result.ap, "best F1": result.best_f1,
                **{f"F1 {rule}": None if v is None else result.at_threshold(v)[2] for rule, v in rules.items()}}
         out[realset.key] = row
         progress(f"{realset.title}: " + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
@@ -269,7 +270,8 @@ def finetune(config: AccuracyConfig, files: SetFiles) -> tuple[Model, ThresholdE
     factor = diameter / across
     model = load_model(config.finetune_start)
     model = Model(model.net, dataclasses.replace(model.card, pixel_size=factor * NOMINAL_PIXEL_SIZE,
-                                                 particle_diameter=diameter * NOMINAL_PIXEL_SIZE, threshold=None))
+                                                 particle_diameter=diameter * NOMINAL_PIXEL_SIZE, threshold=None,
+                                                 smoothing=config.smoothing * factor * NOMINAL_PIXEL_SIZE))
     device = _device(model)
     names = files.names("train")
     prepared = [prepare(read_micrograph(p, NOMINAL_PIXEL_SIZE), factor * NOMINAL_PIXEL_SIZE, device)

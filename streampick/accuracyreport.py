@@ -200,11 +200,15 @@ def _protocol(config: AccuracyConfig) -> list[str]:
         f"{config.label_radius:g} working px, up to {config.steps} updates of "
         f"{config.batch_size} crops at lr {config.lr:g}, one epoch, no held-out selection; π from the train "
         "half's mean reference count per micrograph; the automatic threshold is training's default rule, the "
-        "lower of the count rule's (that mean count) and the PU-corrected F1's (docs/training.md).  "
+        "lower of the count rule's (that mean count) and the PU-corrected F1's (docs/training.md); its card "
+        f"smooths the score map with σ = {config.smoothing:g} working px before NMS (`train --smoothing`; "
+        "chosen by the validation inside the train halves, benchmarks.md), for the threshold and the test "
+        "half alike.  "
         "Everything training does (reading and preprocessing the train half, sampling labels, "
         f"updates, the threshold) is timed together and limited to {config.time_limit:g} s of wall time "
         "(`train --time-limit`): the updates stop early when reading took longer.",
-        "- **Picking**: fast mode (stride 2), NMS radius half the particle diameter, every candidate kept; "
+        "- **Picking**: fast mode (stride 2), NMS radius half the particle diameter, the score map smoothed as "
+        "the model's card says (rows (a) and (b): not at all), every candidate kept; "
         "seconds per micrograph are the median over the test half of read + downsample + normalize + score "
         "+ extract, from the file.",
         "- **Matching**: greedy within half the particle diameter (each pick in descending score order takes the "

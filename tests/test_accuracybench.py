@@ -14,6 +14,7 @@ from streampick.accuracybench import (
     AccuracyConfig,
     Completeness,
     default_row,
+    finetune,
     leave_one_out_path,
     reference_completeness,
     run_benchmark,
@@ -129,7 +130,18 @@ def test_threshold_validation_stays_inside_the_train_half(tmp_path):
     row = rows["tiny"]
     assert (row["fine-tuned on"], row["scored on"]) == (2, 2)  # the train half m0-m3, split again by name
     assert 0.0 <= row["F1 count"] <= row["best F1"] and row["F1 lower"] in (row["F1 count"], row["F1 pu-f1"])
+    assert 0.0 <= row["AP"] <= 1.0
     assert len(messages) == 1 and "F1 lower" in messages[0]
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 1.5])
+def test_row_c_card_carries_its_smoothing_in_nominal_angstrom(tmp_path, smoothing):
+    files = load_set(tmp_path, _tiny_set(tmp_path))
+    config = AccuracyConfig(root=tmp_path, steps=2, batch_size=16, time_limit=60.0, smoothing=smoothing)
+    model, estimate, _, _ = finetune(config, files)
+    # 1 px = 1 "Å" here, and a working pixel is diameter / across original pixels
+    assert model.card.smoothing == pytest.approx(smoothing * DIAMETER_PX / config.finetune_across)
+    assert model.card.threshold == estimate.value
 
 
 def test_a_default_model_trained_on_a_set_is_replaced_by_its_leave_one_out_twin(tmp_path):

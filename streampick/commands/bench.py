@@ -41,7 +41,7 @@ import sys
 from pathlib import Path
 
 from ..config import DASK_KEYS
-from ._types import positive_float, positive_int
+from ._types import non_negative, positive_float, positive_int
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -130,6 +130,10 @@ def _add_accuracy_args(parser: argparse.ArgumentParser) -> None:
                                "the train halves only (how the default rule was chosen)")
     accuracy.add_argument("--time-limit", type=positive_float,
                           help="--accuracy: seconds for everything fine-tuning does (default 100)")
+    accuracy.add_argument("--smoothing", type=non_negative, metavar="PX",
+                          help="--accuracy: σ of row (c)'s score-map smoothing, working px (default 1.5; 0: none)")
+    accuracy.add_argument("--finetune-seed", type=int, metavar="N",
+                          help="--accuracy: seed of row (c)'s label sample and training (default 0, the protocol's)")
 
 
 def _add_scale_args(parser: argparse.ArgumentParser) -> None:
@@ -238,7 +242,7 @@ def _accuracy_main(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     given = {"root": args.accuracy, "sets": tuple(args.sets) if args.sets else None,
-             "time_limit": args.time_limit}
+             "time_limit": args.time_limit, "smoothing": args.smoothing, "seed": args.finetune_seed}
     config = accuracybench.AccuracyConfig(**{k: v for k, v in given.items() if v is not None})
 
     def progress(message: str) -> None:
