@@ -43,7 +43,7 @@ def assert_same(actual: Picks, expected: Picks, scores: bool = True) -> None:
     np.testing.assert_allclose(actual.x, expected.x, atol=0.005)
     np.testing.assert_allclose(actual.y, expected.y, atol=0.005)
     if scores:
-        np.testing.assert_allclose(actual.score, expected.score, rtol=5e-6)  # 6 significant digits
+        np.testing.assert_array_equal(actual.score, expected.score)  # written exactly
     else:
         assert np.isnan(actual.score).all()
 
@@ -130,7 +130,7 @@ def test_format_star_layout(picks):
     assert lines[:7] == [
         "", "data_", "", "loop_", "_rlnCoordinateX #1", "_rlnCoordinateY #2", "_rlnAutopickFigureOfMerit #3",
     ]
-    assert lines[7].split() == ["2000.26", "10.00", "2.12346"]  # best score first; 2 decimals, 6 digits
+    assert lines[7].split() == ["2000.26", "10.00", "2.123456789"]  # best score first; 2 decimals, exact score
     assert len(lines) == 10
 
 
@@ -142,7 +142,7 @@ def test_star_round_trip(tmp_path, picks):
     assert list(table.columns) == [X, Y, FOM]
     np.testing.assert_allclose(table[X], [2000.26, 100.40, 31.00])
     np.testing.assert_allclose(table[Y], [10.00, 200.60, 4000.00])
-    np.testing.assert_allclose(table[FOM], [2.12346, 0.5, -1.125])
+    np.testing.assert_array_equal(table[FOM], [2.123456789, 0.5, -1.125])
 
     back = read_coordinates(path)
     assert list(back) == ["mic_001_autopick"]
@@ -199,12 +199,25 @@ def test_table_round_trip(tmp_path, picks):
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     assert list(rows[0]) == ["image_name", "x_coord", "y_coord", "score"]
-    assert rows[0] == {"image_name": "mic_001", "x_coord": "2000.26", "y_coord": "10.00", "score": "2.12346"}
+    assert rows[0] == {"image_name": "mic_001", "x_coord": "2000.26", "y_coord": "10.00", "score": "2.123456789"}
     assert [r["image_name"] for r in rows] == ["mic_001"] * 3 + ["mic_002"]
 
     back = read_coordinates(path)
     assert list(back) == ["mic_001", "mic_002"]
     assert_same(back["mic_001"], picks)
+
+
+def test_scores_read_back_exactly_so_a_threshold_at_a_pick_selects_the_same_picks(tmp_path):
+    # float32 logits, as the network gives them; the automatic threshold is often one pick's score exactly
+    scores = np.float32([-2.5082571506500244, -2.5082605, 0.1, -6.0]).astype(np.float64)
+    picks = Picks.from_arrays([10.0, 20.0, 30.0, 40.0], [5.0, 6.0, 7.0, 8.0], scores)
+    threshold = float(scores[0])
+    write_table(tmp_path / "c.txt", [("mic.mrc", picks)])
+    write_star(tmp_path / "mic.star", picks)
+    for path in (tmp_path / "c.txt", tmp_path / "mic.star"):
+        (back,) = read_coordinates(path).values()
+        np.testing.assert_array_equal(np.sort(back.score), np.sort(scores))
+        assert len(back.above(threshold)) == len(picks.above(threshold)) == 2
 
 
 def test_box_corner_arithmetic(tmp_path, picks):

@@ -59,8 +59,7 @@ def star_path(micrograph: str | Path, out_dir: str | Path, suffix: str = "autopi
 def format_star(picks: Picks) -> str:
     """The text of a RELION per-micrograph STAR file (as RELION's autopick writes: a ``data_`` block).
 
-    Coordinates are written with 2 decimals, scores with 6 significant digits (``nan`` for picks without
-    a score).  Empty picks give a valid file with the header and no rows.
+    Coordinates are written with 2 decimals, scores exactly (``nan`` for picks without a score).  Empty picks give a valid file with the header and no rows.
 
     Args:
         picks: The picks of one micrograph.
@@ -156,10 +155,11 @@ def _star_header(columns: tuple[str, ...]) -> str:
 
 
 def _pick_rows(picks: Picks, prefix: str, sep: str = " ", aligned: bool = True) -> list[str]:
-    """``x y score`` per pick: x, y with 2 decimals, score with 6 significant digits."""
-    xy, sc = ("10.2f", "12.6g") if aligned else (".2f", ".6g")
+    """``x y score`` per pick: x, y with 2 decimals, the score exactly (the shortest text that reads back as the
+    same float), so a threshold chosen at a pick's score selects the same picks from the file as in memory."""
+    xy, sc = ("10.2f", ">12") if aligned else (".2f", "")
     return [
-        f"{prefix}{x:{xy}}{sep}{y:{xy}}{sep}{s:{sc}}"
+        f"{prefix}{x:{xy}}{sep}{y:{xy}}{sep}{s!r:{sc}}"
         for x, y, s in zip(picks.x.tolist(), picks.y.tolist(), picks.score.tolist())
     ]
 
