@@ -73,12 +73,18 @@ def test_training_from_scratch_beats_the_untrained_model_by_a_wide_margin(sim, t
 
 def test_the_smoothing_option_is_stored_in_the_card_and_used_for_the_threshold(sim, tmp_path):
     thresholds = {}
-    for smoothing in ("0", "16"):
-        out = tmp_path / f"smoothing{smoothing}.pt"
-        assert main(base_args(sim, out) + ["--epochs", "1", "--steps", "3", "--smoothing", smoothing]) == 0
+    # none given: 3/32 of the 150 Å diameter, since the scratch start's card has none
+    for given, expected in ((None, 150 * 3 / 32), ("0", 0.0), ("16", 16.0)):
+        out = tmp_path / f"smoothing{given}.pt"
+        option = [] if given is None else ["--smoothing", given]
+        assert main(base_args(sim, out) + ["--epochs", "1", "--steps", "3", *option]) == 0
         card = json.loads(out.with_suffix(".card.json").read_text())
-        assert card["smoothing"] == float(smoothing) and load_model(out).card.smoothing == float(smoothing)
-        thresholds[smoothing] = card["threshold"]
+        assert card["smoothing"] == expected and load_model(out).card.smoothing == expected
+        thresholds[given] = card["threshold"]
+        if given == "16":  # a start model with a smoothing hands it on unless the option says otherwise
+            again = tmp_path / "from16.pt"
+            assert main(base_args(sim, again) + ["--epochs", "1", "--steps", "1", "--model", str(out)]) == 0
+            assert load_model(again).card.smoothing == 16.0
     # same seed, same updates: only the smoothing of the picks the threshold is chosen from differs
     assert thresholds["0"] != thresholds["16"]
 

@@ -38,6 +38,11 @@ from ._types import non_negative, positive_float, positive_int
 log = logging.getLogger(__name__)
 
 
+# σ of the score-map smoothing, as a fraction of the particle diameter, for a start model without one: 1.5 working
+# px with the particle 16 px across, validated on real and simulated sets (docs/training.md, Score smoothing)
+DEFAULT_SMOOTHING = 3 / 32
+
+
 def add_args(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("data")
     data.add_argument("--micrographs", nargs="+", type=Path, required=True, metavar="IMAGE",
@@ -61,8 +66,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--smoothing", type=non_negative, metavar="Å",
                       help="σ (Å) of the Gaussian smoothing of the score map before NMS, stored in the card and "
                            "used by the held-out AP, the threshold, pick and the daemon (default: the start "
-                           "model's card; 0: none). About 0.09 x the particle diameter ranks real particles "
-                           "better (docs/training.md)")
+                           "model's card, or 3/32 x the particle diameter when it has none; 0: none; "
+                           "docs/training.md, Score smoothing)")
     data.add_argument("--expected-particles", type=positive_float, required=True,
                       help="expected particles per micrograph, for π (a rough count is enough: 0.5-1.5x "
                            "changes little; it cannot be estimated from sparse labels)")
@@ -138,6 +143,8 @@ def main(args: argparse.Namespace) -> int:
     target, diameter = _scale_and_diameter(args, start.card)
     if args.smoothing is not None:
         start.card.smoothing = args.smoothing
+    elif not start.card.smoothing:
+        start.card.smoothing = DEFAULT_SMOOTHING * diameter
     data = load_training_data(args.micrographs, args.labels, args.negatives, target_pixel_size=target,
                               downsample=args.downsample, pixel_size=args.pixel_size, device=device,
                               flip_y=args.flip_y, **({"report": json_progress.warning} if json_progress else {}))
