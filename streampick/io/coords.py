@@ -59,7 +59,8 @@ def star_path(micrograph: str | Path, out_dir: str | Path, suffix: str = "autopi
 def format_star(picks: Picks) -> str:
     """The text of a RELION per-micrograph STAR file (as RELION's autopick writes: a ``data_`` block).
 
-    Coordinates are written with 2 decimals, scores exactly (``nan`` for picks without a score).  Empty picks give a valid file with the header and no rows.
+    Coordinates are written with 2 decimals, scores exactly (``nan`` for picks without a score).  Empty picks
+    give a valid file with the header and no rows.
 
     Args:
         picks: The picks of one micrograph.
