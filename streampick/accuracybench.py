@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .config import DEFAULT_MODEL
+from .config import DEFAULT_MODEL, DEFAULT_SMOOTHING
 from .evaluate import EvalResult, evaluate_sets, match_greedy
 from .io.micrograph import read_micrograph
 from .nets.checkpoint import Model, load_model, prepare_for_inference, resolve_model_path
@@ -65,7 +65,7 @@ class AccuracyConfig:
     batch_size: int = 256
     lr: float = 1e-3
     label_radius: float = 2.0  # working px (the particle 16 px across)
-    smoothing: float = 1.5  # working px: σ of the score map's smoothing, stored in row (c)'s card
+    smoothing: float = DEFAULT_SMOOTHING * 16.0  # working px (1.5): σ of the score map's smoothing, in (c)'s card
     time_limit: float = 100.0  # seconds for everything training does
     top_factor: float = 1.5  # recall within the top top_factor × (reference count) picks of each micrograph
 

@@ -17,6 +17,11 @@ from .errors import ConfigError
 # simulated micrographs only (models/README.md says when to use Topaz's general model or fine-tune instead).
 DEFAULT_MODEL = "streampick-sim-resnet8-u32"
 
+# σ of the score map's smoothing, as a fraction of the particle diameter, that `streampick train` gives a model
+# whose start has none: 1.5 working px with the particle 16 px across, validated on real and simulated sets
+# (docs/training.md, Score smoothing; the accuracy benchmark's row (c) uses the same)
+DEFAULT_SMOOTHING = 3 / 32
+
 # key: (accepted types, default); None in the types tuple means the key may be null
 PICKING_KEYS: dict[str, tuple[tuple, Any]] = {
     "model": ((str,), DEFAULT_MODEL),

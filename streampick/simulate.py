@@ -162,8 +162,7 @@ def make_particle_model(rng: np.random.Generator, diameter_a: float = 150.0, n_b
     for _ in range(2):  # clip into the sphere, re-centre on the centre of mass
         centres = _clip_to_ball(centres, radius - 1.5 * sigma)
         centres -= np.average(centres, axis=0, weights=volumes)
-    volumes *= _PROTEIN_FILL * (4 / 3) * np.pi * radius**3 / volumes.sum()
-    return ParticleModel(centres, volumes, float(sigma), float(diameter_a))
+    return _protein_model(centres, volumes, sigma, diameter_a)
 
 
 def make_shell_model(rng: np.random.Generator, diameter_a: float = 150.0, inner_fraction: float = 0.67,
@@ -200,7 +199,12 @@ def make_shell_model(rng: np.random.Generator, diameter_a: float = 150.0, inner_
     patches /= np.linalg.norm(patches, axis=1, keepdims=True)
     volumes = rng.gamma(4.0, 0.25, n_blobs) * (1 + 0.5 * (direction @ patches.T).max(axis=1))
     centres -= np.average(centres, axis=0, weights=volumes)
-    volumes *= _PROTEIN_FILL * (4 / 3) * np.pi * radius**3 / volumes.sum()
+    return _protein_model(centres, volumes, sigma, diameter_a)
+
+
+def _protein_model(centres: np.ndarray, volumes: np.ndarray, sigma: float, diameter_a: float) -> ParticleModel:
+    """The model with its blob volumes scaled to a protein filling ``_PROTEIN_FILL`` of the bounding sphere."""
+    volumes = volumes * (_PROTEIN_FILL * (4 / 3) * np.pi * (diameter_a / 2) ** 3 / volumes.sum())
     return ParticleModel(centres, volumes, float(sigma), float(diameter_a))
 
 

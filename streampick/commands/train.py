@@ -32,15 +32,11 @@ import logging
 import shlex
 from pathlib import Path
 
+from ..config import DEFAULT_SMOOTHING
 from ..train.progress import JsonProgress, exit_when_stdin_closes
 from ._types import non_negative, positive_float, positive_int
 
 log = logging.getLogger(__name__)
-
-
-# σ of the score-map smoothing, as a fraction of the particle diameter, for a start model without one: 1.5 working
-# px with the particle 16 px across, validated on real and simulated sets (docs/training.md, Score smoothing)
-DEFAULT_SMOOTHING = 3 / 32
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
