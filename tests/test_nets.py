@@ -76,6 +76,18 @@ def test_checkpoint_round_trip_keeps_weights_and_card(tmp_path):
         torch.testing.assert_close(loaded.net(image), net(image))
 
 
+@pytest.mark.parametrize("smoothing", [-1.0, "12A", None, True, float("nan"), float("inf")])
+def test_a_card_with_a_bad_smoothing_is_refused_in_one_line(tmp_path, smoothing):
+    card = ModelCard(name="tiny", architecture="resnet8", units=32)
+    save_model(tmp_path / "tiny.pt", Model(build("resnet8", 32).eval(), card))
+    data = torch.load(tmp_path / "tiny.pt", weights_only=True)
+    data["card"]["smoothing"] = smoothing  # a hand-edited card
+    torch.save(data, tmp_path / "edited.pt")
+    with pytest.raises(ModelError, match="smoothing must be a length") as caught:
+        load_model(tmp_path / "edited.pt")
+    assert "\n" not in str(caught.value)
+
+
 def test_pickled_module_is_refused_with_weights_only(tmp_path):
     torch.save(build("resnet8", 32), tmp_path / "module.pt")  # a whole pickled module, as 'topaz train' saves
     with pytest.raises(ModelError, match="not a loadable weights file"):

@@ -66,6 +66,9 @@ class ModelCard:
         unknown = set(data) - known
         if unknown:
             raise ModelError(f"model card has unknown keys: {', '.join(sorted(unknown))}")
+        smoothing = data.get("smoothing", 0.0)
+        if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < float("inf"):
+            raise ModelError(f"model card: smoothing must be a length in Å ≥ 0, got {smoothing!r}")
         return cls(**data)
 
 
