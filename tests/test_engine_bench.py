@@ -22,3 +22,11 @@ def test_the_engine_benchmark_times_every_stage_and_scores_the_picks(tmp_path, c
     assert 0.3 < row["ap"] <= 1.0  # the shipped model on its own kind of data
     assert "| streampick | streampick-sim-resnet8-u32 |" in report.out
     assert "placeholder" not in report.err  # the simulated data's pixel size is known: no header warning
+
+
+def test_a_data_folder_without_micrographs_is_refused_in_one_line(tmp_path, capsys):
+    (tmp_path / "empty" / "micrographs").mkdir(parents=True)
+    for folder in (tmp_path / "missing", tmp_path / "empty"):
+        assert main(["bench", "--data", str(folder)]) == 2
+        error = capsys.readouterr().err.strip()
+        assert error.count("\n") == 0 and f"--data {folder} has no micrographs/*.mrc" in error

@@ -185,6 +185,10 @@ def _engine_main(args: argparse.Namespace) -> int:
         simulate_dataset(data, args.n, seed=args.seed, shape=(args.size, args.size), pixel_size=args.pixel_size,
                          particle_diameter_a=args.diameter)
     paths = sorted(str(p) for p in (data / "micrographs").glob("*.mrc"))
+    if not paths:
+        print(f"streampick bench: --data {data} has no micrographs/*.mrc (give a folder `streampick simulate` "
+              "wrote)", file=sys.stderr)
+        return 2
     radius_a = 0.5 * args.diameter
     rows = []
     for model in args.models:
